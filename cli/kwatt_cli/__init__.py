@@ -1,0 +1,1 @@
+"""The `kwatt` command line: one entry point, one module per subcommand."""

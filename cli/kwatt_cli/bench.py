@@ -1,0 +1,205 @@
+"""`kwatt bench`: compare the batch-size policies on a Zeus-format trace."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from kwatt_cli.errors import UsageError
+from kwatt_core.sim.bench import POLICIES, BenchConfig, BenchError, bench_workload, summary_row
+from kwatt_core.sim.simulator import SimConfig
+from kwatt_core.sim.trace import TraceError, load_workloads
+
+HELP = (
+    "Simulate recurring training jobs from a trace and compare the default setting, "
+    "Zeus, kwatt and the best configuration in hindsight."
+)
+DEFAULT_TRACE_DIR = Path(__file__).resolve().parents[2] / "traces" / "zeus" / "trace"
+COLUMNS = [
+    "policy",
+    "energy kWh",
+    "time h",
+    "cost kWh",
+    "regret",
+    "regret@20",
+    "last10 save%",
+    "last10 time%",
+    "converged",
+    "prof steps",
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trace-dir",
+        type=Path,
+        default=DEFAULT_TRACE_DIR,
+        help="folder with summary_train.csv and summary_power_<gpu>.csv (default: bundled)",
+    )
+    parser.add_argument(
+        "--gpu", default="v100", help="GPU whose power trace to use (default: v100)"
+    )
+    parser.add_argument("--workload", action="append", help="only this workload (repeatable)")
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="seeds per workload and policy (default: 5)"
+    )
+    parser.add_argument(
+        "--recurrences",
+        type=int,
+        default=None,
+        help="recurrences per job (default: 2 x batch sizes x power limits)",
+    )
+    parser.add_argument(
+        "--eta", type=float, default=0.5, help="energy weight in [0, 1] (default: 0.5)"
+    )
+    parser.add_argument(
+        "--beta", type=float, default=2.0, help="early-stop multiple, > 1 (default: 2)"
+    )
+    parser.add_argument(
+        "--charge",
+        choices=["step", "upstream"],
+        default="step",
+        help="profiling charge: step by step (default) or upstream's first epoch at the mean",
+    )
+    parser.add_argument(
+        "--policy", action="append", choices=POLICIES, help="only this policy (repeatable)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of tables"
+    )
+    parser.add_argument("--plot", type=Path, help="also write a PNG chart of regret per workload")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = BenchConfig(
+            seeds=args.seeds,
+            recurrences=args.recurrences,
+            sim=SimConfig(eta=args.eta, beta=args.beta, charge=args.charge),
+            policies=tuple(args.policy) if args.policy else POLICIES,
+        )
+        traces = load_workloads(args.trace_dir, args.gpu, args.workload)
+    except (BenchError, TraceError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot needs a .png file name, got {args.plot}.")
+
+    started = time.monotonic()
+    total = sum(len(config.policies) * config.seeds for _ in traces)
+    progress = _Progress(total, sys.stderr)
+    results = []
+    for trace in traces:
+        progress.label = trace.spec.name
+        results.append(bench_workload(trace, config, progress.tick))
+    progress.close()
+    report: dict[str, Any] = {
+        "gpu": args.gpu,
+        "trace_dir": str(args.trace_dir),
+        "eta": args.eta,
+        "beta": args.beta,
+        "seeds": args.seeds,
+        "charge": args.charge,
+        "elapsed_s": round(time.monotonic() - started, 3),
+        "workloads": results,
+    }
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_tables(report, sys.stdout)
+    if args.plot is not None:
+        _plot(report, args.plot)
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent when stderr is not one."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.label = ""
+        self.stream = stream
+        self.enabled = stream.isatty()
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 30
+            filled = width * self.done // self.total
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(f"\r[{bar}] {self.done}/{self.total} {self.label:<14}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 70 + "\r")
+            self.stream.flush()
+
+
+def _print_tables(report: dict[str, Any], out: TextIO) -> None:
+    out.write(
+        f"kwatt bench: {report['gpu']} trace, eta {report['eta']}, beta {report['beta']}, "
+        f"{report['seeds']} seeds, {report['charge']} profiling charge "
+        f"({report['elapsed_s']:.1f} s). Energy, cost and regret in kWh(-equivalent).\n"
+    )
+    for wl in report["workloads"]:
+        oracle = wl["oracle"]
+        default = wl["default"]
+        out.write(
+            f"\n{wl['name']}: {wl['recurrences']} recurrences; default {default['batch_size']} @ "
+            f"{default['power_limit_w']} W; oracle {oracle['batch_size']} @ "
+            f"{oracle['power_limit_w']} W\n"
+        )
+        rows = [COLUMNS] + [[name, *summary_row(fig)] for name, fig in wl["policies"].items()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+        for row in rows:
+            out.write(
+                "  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) + "\n"
+            )
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError:
+        raise UsageError("--plot needs matplotlib: pip install 'kwatt[plot]'.") from None
+    names = [wl["name"] for wl in report["workloads"]]
+    policies = [
+        p for p in ("zeus", "kwatt") if all(p in wl["policies"] for wl in report["workloads"])
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, title in (
+        (axes[0], "regret", "regret, all recurrences"),
+        (axes[1], "regret_first20", "regret, first 20 recurrences"),
+    ):
+        width = 0.8 / max(len(policies), 1)
+        for i, policy in enumerate(policies):
+            values = []
+            for wl in report["workloads"]:
+                zeus = wl["policies"].get("zeus", {}).get(key) or 1.0
+                values.append(wl["policies"][policy][key] / zeus if zeus else 0.0)
+            ax.bar([x + i * width for x in range(len(names))], values, width, label=policy)
+        ax.set_xticks([x + width * (len(policies) - 1) / 2 for x in range(len(names))])
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set_ylabel("regret relative to zeus")
+        ax.set_title(title)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.legend()
+    fig.suptitle(
+        f"kwatt bench on the {report['gpu']} trace (eta {report['eta']}, {report['seeds']} seeds)"
+    )
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the plot to {path}: {exc.strerror}.") from None
+    finally:
+        plt.close(fig)

@@ -1,0 +1,67 @@
+"""Dispatch `kwatt <subcommand>` to the module that implements it.
+
+Subcommand modules are imported lazily so that `kwatt bench` never pulls in
+Kubernetes libraries and a missing optional extra is reported as a sentence.
+Each module exposes `HELP`, `add_arguments(parser)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from kwatt_cli.errors import UsageError
+
+# subcommand -> (module, one-line help, extra that provides its dependencies)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "bench": ("kwatt_cli.bench", "Compare batch-size policies on Zeus traces.", "core"),
+    "sandbox": (
+        "kwatt_cli.sandbox",
+        "Run the local Kubernetes API emulator (tests and demos only).",
+        "sandbox",
+    ),
+}
+
+
+def _load(name: str) -> ModuleType:
+    module, _, extra = SUBCOMMANDS[name]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "a dependency"
+        raise UsageError(
+            f"'kwatt {name}' needs {missing}, which is not installed: pip install 'kwatt[{extra}]'."
+        ) from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="kwatt", description="kwatt: less GPU energy for recurring training jobs."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text, _) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not args_list or args_list[0] not in SUBCOMMANDS:
+        parser.parse_args(args_list or ["--help"])
+        return 2
+    name = args_list[0]
+    try:
+        module = _load(name)
+        sub_parser = argparse.ArgumentParser(prog=f"kwatt {name}", description=module.HELP)
+        module.add_arguments(sub_parser)
+        args = sub_parser.parse_args(args_list[1:])
+        result: int = module.run(args)
+        return result
+    except UsageError as exc:
+        print(f"kwatt {name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""`kwatt sandbox`: run the sandbox cluster's API server in the foreground.
+
+The sandbox is a Kubernetes API emulator for tests and demos; production is a
+real cluster. This command starts it on 127.0.0.1, writes a kubeconfig that
+kubectl, kopf and the `kubernetes` client can use, and stops on Ctrl-C/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from kwatt_cli.errors import UsageError
+
+HELP = (
+    "Run the sandbox cluster: a local Kubernetes API emulator for tests and demos "
+    "(production is a real cluster). Serves plain HTTP on 127.0.0.1 and writes a "
+    "kubeconfig for kubectl and operators."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        required=True,
+        type=Path,
+        help="where to write the kubeconfig that points at the sandbox (replaced if present)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="TCP port on 127.0.0.1 (default 0: pick a free one)"
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=5000,
+        help="watch events kept for resuming watches; older resourceVersions get 410 Gone",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+
+
+def run(args: argparse.Namespace) -> int:
+    port: int = args.port
+    if not 0 <= port <= 65535:
+        raise UsageError(f"The port must be between 0 and 65535, not {port}.")
+    if args.history < 1:
+        raise UsageError(f"The watch history must keep at least 1 event, not {args.history}.")
+    kubeconfig: Path = args.kubeconfig
+    if kubeconfig.is_dir():
+        raise UsageError(f"The kubeconfig path {kubeconfig} is a directory; give a file name.")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(_serve(port, kubeconfig, args.history))
+    except OSError as exc:
+        raise UsageError(
+            f"The sandbox could not listen on 127.0.0.1:{port}: {exc.strerror}."
+        ) from exc
+    return 0
+
+
+async def _serve(port: int, kubeconfig: Path, history: int) -> None:
+    from kwatt_sandbox.kubeconfig import write_kubeconfig
+    from kwatt_sandbox.server import SandboxConfig, SandboxServer
+
+    server = SandboxServer(SandboxConfig(port=port, history_size=history))
+    await server.start()
+    try:
+        write_kubeconfig(kubeconfig, server.url)
+    except OSError as exc:
+        await server.stop()
+        raise UsageError(
+            f"The kubeconfig {kubeconfig} could not be written: {exc.strerror}."
+        ) from exc
+    logging.getLogger("kwatt_sandbox").info(
+        "Kubeconfig written to %s; stop with Ctrl-C.", kubeconfig
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.stop()
+        logging.getLogger("kwatt_sandbox").info("Sandbox cluster stopped.")

@@ -1,0 +1,37 @@
+"""Names shared by the operator, the sidecar and the client: one source of truth.
+
+The operator sets these environment variables on the injected sidecar (and the
+batch size on the trainer); the sidecar and the client read them. Changing a
+name here changes it everywhere.
+"""
+
+from __future__ import annotations
+
+# Operator -> sidecar
+ENV_RUN = "KWATT_RUN"  # run number of this TrainingJob
+ENV_JOB = "KWATT_JOB"  # namespace/name of the TrainingJob
+ENV_BATCH_SIZE = "KWATT_BATCH_SIZE"  # the batch size chosen for this run
+ENV_ETA = "KWATT_ETA"
+ENV_BETA = "KWATT_BETA"
+ENV_COST_THRESHOLD = "KWATT_COST_THRESHOLD"  # early-stop threshold (cost units); absent: none
+ENV_TARGET_METRIC = "KWATT_TARGET_METRIC"  # target value of the validation metric
+ENV_TARGET_HIGHER = "KWATT_TARGET_HIGHER_IS_BETTER"  # "true" / "false"
+ENV_MAX_EPOCHS = "KWATT_MAX_EPOCHS"
+ENV_POWER_MODE = "KWATT_POWER_MODE"  # optimize | observe | fixed
+ENV_FIXED_LIMIT = "KWATT_FIXED_LIMIT_W"  # with mode fixed
+ENV_CACHED_LIMIT = "KWATT_CACHED_LIMIT_W"  # optimum already known for this batch size: no profiling
+ENV_WARMUP_STEPS = "KWATT_WARMUP_STEPS"
+ENV_MEASURE_STEPS = "KWATT_MEASURE_STEPS"
+ENV_PORT = "KWATT_PORT"  # localhost port of the sidecar's protocol server
+ENV_METRICS_PORT = "KWATT_METRICS_PORT"  # port of /metrics
+ENV_GPU_BACKEND = "KWATT_GPU_BACKEND"  # nvml (default) | simulated
+ENV_TERMINATION_PATH = "KWATT_TERMINATION_PATH"  # default /dev/termination-log
+
+# Operator -> trainer (the name of the batch-size variable is the user's choice;
+# this is its default)
+DEFAULT_BATCH_SIZE_ENV = "KWATT_BATCH_SIZE"
+
+DEFAULT_PORT = 8931
+DEFAULT_METRICS_PORT = 8932
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+SIDECAR_CONTAINER = "kwatt-sidecar"

@@ -1,0 +1,162 @@
+"""Zeus's batch-size policy, re-implemented from its description (REFERENCE.md).
+
+Two rounds of pruning, then Gaussian Thompson sampling over the survivors, with
+early stopping at `beta` times the lowest recurrence cost seen. Faithful to
+upstream on purpose, quirks included: a flat prior with a plug-in variance
+(zero variance means no exploration at all), arms with fewer than two
+observations pulled first in random order, and a run that could not start
+counted as a failure costing 100 times the threshold. The one deviation: each
+arm keeps only its last `window` observations, so the state stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kwatt_core.policies.base import (
+    Choice,
+    Outcome,
+    SearchSpace,
+    State,
+    base_state,
+    cached_limit,
+    check_batch_size,
+    push_window,
+    remember_limit,
+    rng,
+    space_of,
+    track_min_cost,
+)
+from kwatt_core.profiler import UPSTREAM_PROFILING
+
+PRUNING_ROUNDS = 2
+EXPLORATION_PULLS = 2
+
+
+def _round(candidates: list[int], default: int, number: int) -> dict[str, Any]:
+    """One pruning round: walk down from the default, then up from the next larger size."""
+    idx = candidates.index(default)
+    return {
+        "number": number,
+        "candidates": candidates,
+        "default": default,
+        "down": sorted(candidates[: idx + 1], reverse=True),
+        "up": sorted(candidates[idx + 1 :]),
+        "direction": "down",
+        "good": [],
+        "best_cost": None,
+    }
+
+
+def _expecting(pruning: dict[str, Any]) -> int | None:
+    queue = pruning[pruning["direction"]]
+    return int(queue[0]) if queue else None
+
+
+class ZeusPolicy:
+    """Pruning plus Gaussian Thompson sampling, as upstream does it."""
+
+    name = "zeus"
+    profiling = UPSTREAM_PROFILING
+
+    def init(self, space: SearchSpace, seed: int) -> State:
+        state = base_state(self.name, space, seed)
+        state["stage"] = "explore"
+        state["pruning"] = _round(list(space.batch_sizes), space.default_batch_size, 0)
+        state["arms"] = []
+        state["rewards"] = {}
+        return _settle(state)
+
+    def choose(self, state: State, in_flight: Sequence[int] = ()) -> tuple[Choice, State]:
+        space = space_of(state)
+        threshold = None if state["min_cost"] is None else space.beta * float(state["min_cost"])
+        if state["stage"] == "explore":
+            bs = _expecting(state["pruning"])
+            assert bs is not None  # _settle never leaves an empty queue in the explore stage
+            if bs in in_flight:
+                best = _best_known(state)
+                return Choice(best, cached_limit(state, best), threshold, "concurrent"), state
+            return Choice(bs, cached_limit(state, bs), threshold, "explore"), state
+        bs, state = _thompson(state)
+        return Choice(bs, cached_limit(state, bs), threshold, "exploit"), state
+
+    def observe(self, state: State, outcome: Outcome) -> State:
+        check_batch_size(state, outcome.batch_size)
+        space = space_of(state)
+        cost, reached = outcome.cost, outcome.reached
+        if not outcome.started:
+            # Upstream: a run that the threshold kept from starting is a failure at 100x it.
+            min_cost = state["min_cost"]
+            cost = 100.0 * space.beta * (float(min_cost) if min_cost is not None else 0.0)
+            reached = False
+        else:
+            state = track_min_cost(state, outcome)
+        state = remember_limit(state, outcome)
+        key = str(outcome.batch_size)
+        rewards = dict(state["rewards"])
+        rewards[key] = push_window(rewards.get(key, []), -cost, space.window)
+        state = {**state, "rewards": rewards, "best_seen": _best_seen(state, outcome, reached)}
+        if state["stage"] != "explore":
+            return state
+        pruning = dict(state["pruning"])
+        if _expecting(pruning) != outcome.batch_size:
+            return state  # a concurrent run's result: recorded, but pruning waits for its own
+        direction = pruning["direction"]
+        pruning[direction] = pruning[direction][1:]
+        if reached:
+            if pruning["best_cost"] is None or cost < pruning["best_cost"]:
+                pruning["best_cost"] = cost
+                pruning["default"] = outcome.batch_size
+            pruning["good"] = [*pruning["good"], outcome.batch_size]
+        else:
+            pruning[direction] = []  # a failure ends this direction
+        return _settle({**state, "pruning": pruning})
+
+
+def _settle(state: State) -> State:
+    """Move past finished directions and rounds until a batch size is expected or TS begins."""
+    pruning = dict(state["pruning"])
+    while _expecting(pruning) is None:
+        if pruning["direction"] == "down":
+            pruning["direction"] = "up"
+            continue
+        survivors = sorted(pruning["good"])
+        number = pruning["number"] + 1
+        if not survivors:
+            # Upstream gives up here; keeping the default lets the job go on.
+            survivors = [space_of(state).default_batch_size]
+        if number >= PRUNING_ROUNDS:
+            return {**state, "stage": "exploit", "arms": survivors, "pruning": pruning}
+        pruning = _round(survivors, pruning["default"], number)
+    return {**state, "pruning": pruning}
+
+
+def _best_seen(state: State, outcome: Outcome, reached: bool) -> dict[str, Any] | None:
+    best: dict[str, Any] | None = state.get("best_seen")
+    if reached and (best is None or outcome.cost < best["cost"]):
+        return {"batch_size": outcome.batch_size, "cost": outcome.cost}
+    return best
+
+
+def _best_known(state: State) -> int:
+    best = state.get("best_seen")
+    return int(best["batch_size"]) if best else space_of(state).default_batch_size
+
+
+def _thompson(state: State) -> tuple[int, State]:
+    """Pull arms with too few observations first, then sample each arm's posterior mean."""
+    gen, state = rng(state)
+    arms = [int(a) for a in state["arms"]]
+    for arm in gen.permutation(arms):
+        if len(state["rewards"].get(str(arm), [])) < EXPLORATION_PULLS:
+            return int(arm), state
+    samples = {}
+    for arm in arms:
+        rewards = np.asarray(state["rewards"][str(arm)], dtype=float)
+        # Flat prior, known precision 1/var(rewards): the posterior mean is N(mean, var/n).
+        std = float(np.sqrt(np.var(rewards) / len(rewards)))
+        samples[arm] = float(gen.normal(rewards.mean(), std)) if std > 0 else float(rewards.mean())
+    return max(samples, key=lambda a: samples[a]), state

@@ -1,0 +1,1 @@
+"""Trace-driven simulation and the benchmark that compares policies on it."""
