@@ -12,8 +12,12 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kwatt_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from kwatt_sandbox.nodes import NodeSpec
 
 HELP = (
     "Run the sandbox cluster: a local Kubernetes API emulator for tests and demos "
@@ -38,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5000,
         help="watch events kept for resuming watches; older resourceVersions get 410 Gone",
     )
+    parser.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="NAME[=MODELxCOUNT]",
+        help="add a simulated node that runs pods as local processes, e.g. --node gpu-0=v100x2 "
+        "--node cpu-0 (repeatable; without nodes the sandbox is a bare API server)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
 
 
@@ -50,12 +62,13 @@ def run(args: argparse.Namespace) -> int:
     kubeconfig: Path = args.kubeconfig
     if kubeconfig.is_dir():
         raise UsageError(f"The kubeconfig path {kubeconfig} is a directory; give a file name.")
+    nodes = _nodes(args.node)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(_serve(port, kubeconfig, args.history))
+        asyncio.run(_serve(port, kubeconfig, args.history, nodes))
     except OSError as exc:
         raise UsageError(
             f"The sandbox could not listen on 127.0.0.1:{port}: {exc.strerror}."
@@ -63,11 +76,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(port: int, kubeconfig: Path, history: int) -> None:
+def _nodes(options: list[str]) -> list[NodeSpec]:
+    from kwatt_sandbox.nodes import parse_node_option
+
+    nodes = []
+    for option in options:
+        try:
+            nodes.append(parse_node_option(option))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    names = [n.name for n in nodes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UsageError(f"The node {duplicates[0]} is given more than once.")
+    return nodes
+
+
+async def _serve(port: int, kubeconfig: Path, history: int, nodes: list[NodeSpec]) -> None:
     from kwatt_sandbox.kubeconfig import write_kubeconfig
     from kwatt_sandbox.server import SandboxConfig, SandboxServer
 
-    server = SandboxServer(SandboxConfig(port=port, history_size=history))
+    server = SandboxServer(SandboxConfig(port=port, history_size=history, nodes=nodes))
     await server.start()
     try:
         write_kubeconfig(kubeconfig, server.url)

@@ -26,6 +26,13 @@ ENV_PORT = "KWATT_PORT"  # localhost port of the sidecar's protocol server
 ENV_METRICS_PORT = "KWATT_METRICS_PORT"  # port of /metrics
 ENV_GPU_BACKEND = "KWATT_GPU_BACKEND"  # nvml (default) | simulated
 ENV_TERMINATION_PATH = "KWATT_TERMINATION_PATH"  # default /dev/termination-log
+ENV_STATE_DIR = "KWATT_STATE_DIR"  # node directory (hostPath) of per-GPU restore records
+ENV_SIM_GPU_DIR = "KWATT_SIM_GPU_DIR"  # simulated GPUs only: the node's device directory
+ENV_SAMPLE_INTERVAL = "KWATT_SAMPLE_INTERVAL_S"  # power sampling where no energy counter exists
+ENV_LOG_LEVEL = "KWATT_LOG_LEVEL"  # INFO (default) | DEBUG | WARNING
+# Downward API on the sidecar: labels of /metrics, join-able with DCGM and Kepler
+ENV_POD_NAME = "POD_NAME"
+ENV_POD_NAMESPACE = "POD_NAMESPACE"
 
 # Operator -> trainer (the name of the batch-size variable is the user's choice;
 # this is its default)
@@ -34,4 +41,5 @@ DEFAULT_BATCH_SIZE_ENV = "KWATT_BATCH_SIZE"
 DEFAULT_PORT = 8931
 DEFAULT_METRICS_PORT = 8932
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+DEFAULT_STATE_DIR = "/var/run/kwatt"
 SIDECAR_CONTAINER = "kwatt-sidecar"

@@ -91,7 +91,10 @@ def encode(report: Report) -> str:
         if len(current.profile) > 2:
             # Keep the extremes and every other point: the chosen limit is in `limit_w`.
             points = current.profile
-            current = replace(current, profile=(points[0], *points[1:-1:2], points[-1]))
+            thinned = (points[0], *points[1:-1:2], points[-1])
+            if len(thinned) == len(points):
+                thinned = (points[0], points[-1])
+            current = replace(current, profile=thinned)
         elif current.note:
             current = replace(current, note=current.note[: len(current.note) // 2])
         elif current.profile:

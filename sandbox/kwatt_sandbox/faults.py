@@ -1,4 +1,5 @@
-"""Faults injected on request: API errors, 409 storms, slow answers, dropped watches.
+"""Faults injected on request: API errors, 409 storms, slow answers, dropped watches,
+killed containers (carried out by the simulated nodes' kubelet).
 
 Part of the sandbox cluster, an emulator for tests and demos; production is a real
 cluster. Every fault is bounded by a count and optionally by a time to live, so a
@@ -63,7 +64,7 @@ class Rule:
     """One active fault; `remaining` None means unlimited (until `expires`)."""
 
     id: int
-    kind: str  # "error", "delay", "drop_watch", "gone_watch"
+    kind: str  # "error", "delay", "drop_watch", "gone_watch", "kill_container"
     match: Match
     remaining: int | None
     expires: float | None
@@ -201,6 +202,42 @@ class Faults:
         """End the next `count` matching watches with an ERROR event carrying 410 Gone."""
         return self._add("gone_watch", Match("watch", resource, namespace), count, ttl, after=after)
 
+    def kill_container(
+        self,
+        *,
+        namespace: str | None = None,
+        pod: str | None = None,
+        container: str | None = None,
+        count: int | None = 1,
+        after: float = 0.0,
+        ttl: float | None = None,
+    ) -> Rule:
+        """SIGKILL the next `count` matching running containers of the simulated nodes,
+        once each has run `after` seconds (None matches any pod or container)."""
+        rule = self._add(
+            "kill_container", Match(None, "pods", namespace, pod), count, ttl, after=after
+        )
+        rule.extra["container"] = container
+        return rule
+
+    def take_container_kill(self, namespace: str, pod: str, container: str, uptime: float) -> bool:
+        """For the kubelet: whether to kill this running container now (uses one count)."""
+        with self._lock:
+            now = time.monotonic()
+            for rule in self._rules:
+                if rule.kind != "kill_container" or not rule.live(now) or uptime < rule.after:
+                    continue
+                match = rule.match
+                if match.namespace not in (None, namespace) or match.name not in (None, pod):
+                    continue
+                if rule.extra.get("container") not in (None, container):
+                    continue
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                rule.hits += 1
+                return True
+        return False
+
     def drop_open_watches(self, resource: str | None = None, how: str = "drop") -> None:
         """Cut every watch that is open now (`how`: "drop" closes, "gone" sends 410)."""
         with self._lock:
@@ -285,6 +322,16 @@ class Faults:
             return self.drop_watches(count=count, after=float(spec.get("after", 0.0)), **common)
         if kind == "gone_watch":
             return self.expire_watches(count=count, after=float(spec.get("after", 0.0)), **common)
+        if kind == "kill_container":
+            return self.kill_container(
+                namespace=spec.get("namespace"),
+                pod=spec.get("name") or spec.get("pod"),
+                container=spec.get("container"),
+                count=count,
+                after=float(spec.get("after", 0.0)),
+                ttl=spec.get("ttl"),
+            )
         raise ValueError(
-            f"Unknown fault kind {kind!r}: use error, conflicts, slow, drop_watch or gone_watch."
+            f"Unknown fault kind {kind!r}: use error, conflicts, slow, drop_watch, gone_watch "
+            "or kill_container."
         )

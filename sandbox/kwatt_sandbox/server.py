@@ -16,8 +16,9 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import yaml
@@ -28,6 +29,8 @@ from kwatt_sandbox.audit import AuditLog, AuditRecord
 from kwatt_sandbox.errors import ApiError, bad_request, gone
 from kwatt_sandbox.faults import Faults, RequestTarget
 from kwatt_sandbox.gc import GarbageCollector
+from kwatt_sandbox.nodes.gpus import GpuProvider
+from kwatt_sandbox.nodes.nodes import NodeSpec
 from kwatt_sandbox.resources import ResourceInfo
 from kwatt_sandbox.selectors import parse_field_selector, parse_label_selector
 from kwatt_sandbox.store import PATCH_TYPES, Store
@@ -37,6 +40,9 @@ from kwatt_sandbox.watch import WatchOptions, WatchStream, WatchTiming
 log = logging.getLogger("kwatt_sandbox")
 
 HARNESS_NOTICE = "emulator for tests and demos; production is a real cluster"
+
+if TYPE_CHECKING:
+    from kwatt_sandbox.nodes import SimulatedCluster
 
 Controller = Callable[["SandboxServer"], Awaitable[None]]
 _JSON = "application/json"
@@ -51,6 +57,10 @@ class SandboxConfig:
     history_size: int = 5000
     first_bookmark: float = 0.1
     bookmark_interval: float = 5.0
+    # Simulated nodes (kwatt_sandbox.nodes): none keeps a bare API server.
+    nodes: list[NodeSpec] = field(default_factory=list)
+    gpu_provider: GpuProvider | None = None  # default: PlainGpuProvider
+    pod_dir: Path | None = None  # per-pod files (termination messages); default: a temp dir
 
 
 def _json_response(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
@@ -151,6 +161,11 @@ class SandboxServer:
         self.port = 0
         self.app = web.Application(middlewares=[self._middleware], client_max_size=8 * 1024 * 1024)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self.cluster: SimulatedCluster | None = None
+        if self.config.nodes:
+            from kwatt_sandbox.nodes import install
+
+            self.cluster = install(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
 

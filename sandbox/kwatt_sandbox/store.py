@@ -641,7 +641,12 @@ class Store:
         meta = _meta(stored)
         meta["resourceVersion"] = self._next_rv()
         key = (namespace, name)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not _ns_pending(stored):
+        if (
+            meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and not _ns_pending(stored)
+            and not _pod_terminating(stored)
+        ):
             self._remove(info, key, stored, current)
             return self.to_served(stored, info)
         self._bucket(info)[key] = stored
@@ -795,6 +800,9 @@ class Store:
             return self._commit(info, namespace, name, obj, current), False
         if finalizers or graceful:
             if meta.get("deletionTimestamp") and not graceful:
+                if info.storage == ("", "pods") and grace_period == 0 and _pod_terminating(old):
+                    new_meta["deletionGracePeriodSeconds"] = 0  # the kubelet is done with it
+                    return self._commit(info, namespace, name, obj, current), False
                 return old, False
             new_meta["finalizers"] = finalizers
             new_meta.setdefault("deletionTimestamp", now_rfc3339(self.clock))
@@ -852,6 +860,12 @@ class Store:
 def _ns_pending(obj: Obj) -> bool:
     """A namespace waits for its spec.finalizers (the namespace controller) too."""
     return obj.get("kind") == "Namespace" and bool((obj.get("spec") or {}).get("finalizers"))
+
+
+def _pod_terminating(obj: Obj) -> bool:
+    """A pod in graceful deletion stays until its kubelet (a pod terminator) removes it."""
+    meta = obj.get("metadata") or {}
+    return obj.get("kind") == "Pod" and int(meta.get("deletionGracePeriodSeconds") or 0) > 0
 
 
 def _keep_job_selector(old: Obj, new: Obj) -> None:

@@ -1,0 +1,208 @@
+"""The client proper: one keep-alive HTTP connection to the sidecar on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+# The names below are kwatt_core.contract's; the client imports nothing outside the
+# standard library, so they are repeated here and a test checks that they agree.
+ENV_PORT = "KWATT_PORT"
+ENV_BATCH_SIZE = "KWATT_BATCH_SIZE"
+DEFAULT_PORT = 8931
+DEFAULT_TIMEOUT_S = 0.2
+
+log = logging.getLogger("kwatt_client")
+
+
+def visible_gpu_uuids(env: Mapping[str, str] | None = None) -> list[str]:
+    """GPU UUIDs this process sees: CUDA_VISIBLE_DEVICES, else NVIDIA_VISIBLE_DEVICES.
+
+    Only UUID entries count (GPU-… or MIG-…); indices cannot be matched by the sidecar.
+    """
+    env = os.environ if env is None else env
+    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        entries = [e.strip() for e in env.get(name, "").split(",") if e.strip()]
+        uuids = [e for e in entries if e.startswith(("GPU-", "MIG-"))]
+        if uuids:
+            return uuids
+    return []
+
+
+def _batch_size(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name, "").strip()
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+class Kwatt:
+    """Talks to the sidecar. Every method is safe to call whatever the sidecar's state."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        batch_size_env: str = ENV_BATCH_SIZE,
+        gpu_uuids: list[str] | None = None,
+        steps_per_epoch: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        env: Mapping[str, str] | None = None,
+        connect: bool = True,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.batch_size: int | None = _batch_size(env, batch_size_env)
+        self.gpu_uuids = list(gpu_uuids) if gpu_uuids is not None else visible_gpu_uuids(env)
+        self.steps_per_epoch = steps_per_epoch
+        self.timeout_s = timeout_s
+        self.profiling = False
+        self.stop_reason = ""
+        self.quiet = False
+        self._ended = False
+        self._began = False
+        self._conn: http.client.HTTPConnection | None = None
+        port_text = env.get(ENV_PORT, "")
+        try:
+            self.port = port if port is not None else int(port_text or DEFAULT_PORT)
+        except ValueError:
+            self._go_quiet(f"{ENV_PORT}={port_text!r} is not a port number")
+            self.port = DEFAULT_PORT
+        if connect:
+            self.begin()
+
+    # -- the protocol ------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Say hello: which GPUs the trainer uses. Called by the constructor."""
+        if self._began or self.quiet:
+            return
+        self._began = True
+        body: dict[str, Any] = {"gpu_uuids": self.gpu_uuids}
+        if self.batch_size is not None:
+            body["batch_size"] = self.batch_size
+        if self.steps_per_epoch is not None:
+            body["steps_per_epoch"] = self.steps_per_epoch
+        reply = self._call("POST", "/v1/begin", body)
+        if reply is not None:
+            self.profiling = bool(reply.get("profiling", False))
+
+    def step(self) -> None:
+        """A training step begins. A no-op (no call at all) once profiling is over."""
+        if not self.profiling or self.quiet:
+            return
+        reply = self._call("POST", "/v1/step", None)
+        self.profiling = bool(reply.get("profiling", False)) if reply is not None else False
+
+    def epoch_end(self, metric: float | None = None) -> None:
+        """An epoch ended, with its validation metric if there is one."""
+        if self.quiet:
+            return
+        value = None if metric is None else float(metric)
+        if value is not None and value != value:  # NaN: say nothing rather than lie
+            value = None
+        reply = self._call("POST", "/v1/epoch", {"metric": value})
+        if reply is not None:
+            self.profiling = bool(reply.get("profiling", self.profiling))
+            if reply.get("stop"):
+                self.stop_reason = str(reply.get("reason", ""))
+
+    def should_stop(self) -> bool:
+        """True when the target is reached, the run's cost passed its threshold or its epochs
+        are used up. False whenever the sidecar cannot say."""
+        if self.quiet:
+            return False
+        reply = self._call("GET", "/v1/should-stop", None)
+        if reply is None:
+            return False
+        stop = bool(reply.get("stop", False))
+        self.stop_reason = str(reply.get("reason", "")) if stop else ""
+        return stop
+
+    def end(self, failed: bool = False, reached: bool | None = None) -> None:
+        """Training finished (or failed). Safe to call more than once."""
+        if self._ended:
+            return
+        self._ended = True
+        self.profiling = False
+        if not self.quiet:
+            body: dict[str, Any] = {"failed": bool(failed)}
+            if reached is not None:
+                body["reached"] = bool(reached)
+            self._call("POST", "/v1/end", body)
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Kwatt:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # KeyboardInterrupt is the user stopping the run, not the training failing.
+        failed = exc_type is not None and not issubclass(exc_type, KeyboardInterrupt)
+        self.end(failed=failed)
+
+    # -- transport -----------------------------------------------------------------------
+
+    def _go_quiet(self, why: str) -> None:
+        if not self.quiet:
+            self.quiet = True
+            self.profiling = False
+            log.warning("kwatt: the sidecar cannot be used (%s); training goes on without it.", why)
+        self.close()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any] | None:
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(payload))}
+        for attempt in (0, 1):
+            try:
+                if self._conn is None:
+                    self._conn = http.client.HTTPConnection(
+                        "127.0.0.1", self.port, timeout=self.timeout_s
+                    )
+                    self._conn.connect()
+                    self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._conn.request(method, path, body=payload, headers=headers)
+                response = self._conn.getresponse()
+                data = response.read()
+                status = response.status
+                if response.getheader("Connection", "").lower() == "close":
+                    self.close()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A keep-alive connection the server closed: reconnect once.
+                self.close()
+                if attempt == 0:
+                    continue
+                self._go_quiet(f"the connection to 127.0.0.1:{self.port} was lost")
+                return None
+            except (OSError, http.client.HTTPException) as exc:
+                self._go_quiet(f"{path} on 127.0.0.1:{self.port} failed: {exc}")
+                return None
+            break
+        try:
+            reply = json.loads(data) if data else {}
+        except ValueError:
+            self._go_quiet(f"{path} answered with something that is not JSON")
+            return None
+        if not isinstance(reply, dict):
+            self._go_quiet(f"{path} answered with something that is not a JSON object")
+            return None
+        if status >= 400:
+            self._go_quiet(f"{path} answered {status}: {reply.get('error', '')}")
+            return None
+        return reply

@@ -1,0 +1,342 @@
+"""One run as the sidecar sees it: a pure state machine from the trainer's hello to the report.
+
+The sidecar is a thin shell that reads the GPU and answers HTTP; every decision
+lives here so that it is tested without a GPU and matches the simulator: which
+limit to set (profiling, a cached optimum, a fixed limit or none), the run's
+cost, when to tell the trainer to stop (target reached, cost past the early-stop
+threshold, epoch budget used up) and the report's result.
+
+Events take the time and the energy counter (joules, summed over the run's GPUs)
+read by the caller and return a new state plus the limit to set, if any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from kwatt_core import profiler
+from kwatt_core.cost import CostModel
+from kwatt_core.early_stop import should_stop
+from kwatt_core.report import Mode, ProfilePoint, Report, Result
+
+StopReason = Literal["", "reached", "cost", "max epochs"]
+Stage = Literal["running", "ended", "failed", "interrupted"]
+
+
+# Ways profiling ends without a profile the policy may cache.
+NOT_PROFILED = ("cached", "bad readings")
+
+
+class RunError(ValueError):
+    """A run setting is out of range or an event came out of order."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the operator asked of this run (the sidecar's environment, parsed)."""
+
+    batch_size: int
+    mode: Mode = "optimize"
+    eta: float = 0.5
+    cost_threshold: float | None = None
+    target_metric: float | None = None
+    higher_is_better: bool = True
+    max_epochs: int | None = None
+    cached_limit_w: int | None = None
+    fixed_limit_w: int | None = None
+    warmup_steps: int = 10
+    measure_steps: int = 40
+    limit_step_w: float = 25.0
+    profiling: profiler.ProfilerStyle = profiler.KWATT_PROFILING
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise RunError(f"The batch size must be at least 1, got {self.batch_size}.")
+        if not 0.0 <= self.eta <= 1.0:
+            raise RunError(f"eta must be between 0 and 1, got {self.eta}.")
+        if self.mode == "fixed" and self.fixed_limit_w is None:
+            raise RunError("Power mode 'fixed' needs a fixed limit in watts.")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise RunError(f"max epochs must be at least 1, got {self.max_epochs}.")
+        if self.cost_threshold is not None and self.cost_threshold <= 0:
+            raise RunError(f"The cost threshold must be positive, got {self.cost_threshold}.")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The run's GPUs as the sidecar found them at the trainer's hello.
+
+    `can_limit` is False when the limit may not be changed (no permission, a MIG
+    slice, no GPU found): the run is then observed only and `note` says why.
+    """
+
+    gpu_model: str
+    gpu_count: int
+    min_limit_w: float
+    max_limit_w: float
+    can_limit: bool = True
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.gpu_count < 0:
+            raise RunError(f"The GPU count must not be negative, got {self.gpu_count}.")
+        if self.gpu_count and not 0 < self.min_limit_w <= self.max_limit_w:
+            raise RunError(
+                f"The GPU limits must satisfy 0 < min <= max, got "
+                f"{self.min_limit_w}-{self.max_limit_w} W."
+            )
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where the run stands. Times and energies are the caller's clock and counter."""
+
+    hardware: Hardware
+    mode: Mode
+    cost_model: CostModel
+    start_s: float
+    start_j: float
+    epoch_start_s: float
+    epoch_start_j: float
+    limit_w: int | None = None
+    prof_config: profiler.ProfilerConfig | None = None
+    prof: profiler.ProfilerState | None = None
+    epochs: int = 0
+    last_epoch_cost: float | None = None
+    kept_epoch_cost: float | None = None
+    metric: float | None = None
+    reached: bool = False
+    stop: StopReason = ""
+    stage: Stage = "running"
+    note: str = ""
+
+    @property
+    def profiling(self) -> bool:
+        """True while the trainer should keep reporting step begins."""
+        return self.stage == "running" and self.prof is not None and self.prof.phase != "done"
+
+    @property
+    def phase(self) -> str:
+        """A short, low-cardinality name of what the run is doing (for metrics)."""
+        if self.stage != "running":
+            return "ended"
+        if self.prof is not None:
+            return self.prof.phase
+        return "observe" if self.mode == "observe" else "done"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A new state and the limit the caller must set on every GPU of the run, if any."""
+
+    state: RunState
+    set_limit_w: int | None = None
+
+
+def _clamp(hw: Hardware, watts: float) -> int:
+    return round(min(max(watts, hw.min_limit_w), hw.max_limit_w))
+
+
+def begin(settings: RunSettings, hw: Hardware, now_s: float, energy_j: float) -> Transition:
+    """The trainer said hello: pick the mode this run can really have and the first limit."""
+    mode: Mode = settings.mode
+    notes = [hw.note] if hw.note else []
+    if hw.gpu_count == 0 or not hw.can_limit:
+        mode = "observe"
+    count = max(hw.gpu_count, 1)
+    max_w = hw.max_limit_w if hw.gpu_count else 1.0
+    model = CostModel.for_gpus(settings.eta, max_w, count)
+    state = RunState(
+        hardware=hw,
+        mode=mode,
+        cost_model=model,
+        start_s=now_s,
+        start_j=energy_j,
+        epoch_start_s=now_s,
+        epoch_start_j=energy_j,
+    )
+    if mode == "observe":
+        return Transition(replace(state, note=" ".join(notes)))
+    if mode == "fixed":
+        assert settings.fixed_limit_w is not None
+        limit = _clamp(hw, settings.fixed_limit_w)
+        if limit != settings.fixed_limit_w:
+            notes.append(
+                f"The fixed limit {settings.fixed_limit_w} W is outside the GPU's range "
+                f"{hw.min_limit_w:g}-{hw.max_limit_w:g} W; {limit} W was used."
+            )
+        return Transition(replace(state, limit_w=limit, note=" ".join(notes)), limit)
+    limits = profiler.candidate_limits(hw.min_limit_w, hw.max_limit_w, settings.limit_step_w)
+    config = replace(
+        settings.profiling.config(limits, model),
+        warmup_steps=settings.warmup_steps,
+        measure_steps=settings.measure_steps,
+    )
+    cached = None if settings.cached_limit_w is None else _clamp(hw, settings.cached_limit_w)
+    started = profiler.start(config, cached)
+    state = replace(
+        state,
+        prof_config=config,
+        prof=started.state,
+        limit_w=started.set_limit_w,
+        note=" ".join(notes),
+    )
+    return Transition(state, started.set_limit_w)
+
+
+def step(state: RunState, now_s: float, energy_j: float) -> Transition:
+    """A training step begins; only profiling cares."""
+    if not state.profiling:
+        return Transition(state)
+    assert state.prof is not None and state.prof_config is not None
+    try:
+        out = profiler.step_begin(state.prof_config, state.prof, now_s, energy_j - state.start_j)
+    except profiler.ProfilerError as exc:
+        # Readings that make no sense (a clock that stood still): give up profiling, not the run.
+        top = max((state.prof.current_w, *state.prof.limits_w))
+        done = replace(state.prof, phase="done", chosen_w=top, limits_w=(), reason="bad readings")
+        note = f"{state.note} Profiling was abandoned: {exc}".strip()
+        changed = top if top != state.limit_w else None
+        return Transition(replace(state, prof=done, limit_w=top, note=note), changed)
+    limit = state.limit_w if out.set_limit_w is None else out.set_limit_w
+    return Transition(replace(state, prof=out.state, limit_w=limit), out.set_limit_w)
+
+
+def epoch_end(
+    settings: RunSettings, state: RunState, now_s: float, energy_j: float, metric: float | None
+) -> Transition:
+    """An epoch ended: account its cost, let profiling adapt, and decide whether to stop."""
+    if state.stage != "running":
+        return Transition(state)
+    epoch_cost = state.cost_model.cost(
+        max(energy_j - state.epoch_start_j, 0.0), max(now_s - state.epoch_start_s, 0.0)
+    )
+    # An epoch run entirely at the kept limit tells the policy what one epoch costs.
+    kept_whole_epoch = state.prof is None or (
+        state.prof.phase == "done" and state.prof.epoch_steps == 0
+    )
+    set_limit: int | None = None
+    prof = state.prof
+    if prof is not None and state.prof_config is not None:
+        was_done = prof.phase == "done"
+        out = profiler.epoch_end(state.prof_config, prof, now_s, energy_j - state.start_j)
+        prof = out.state
+        set_limit = out.set_limit_w
+        if was_done:
+            # Mark the next epoch as one run wholly at the kept limit.
+            prof = replace(prof, epoch_steps=0)
+    state = replace(
+        state,
+        prof=prof,
+        limit_w=state.limit_w if set_limit is None else set_limit,
+        epochs=state.epochs + 1,
+        epoch_start_s=now_s,
+        epoch_start_j=energy_j,
+        last_epoch_cost=epoch_cost,
+        kept_epoch_cost=epoch_cost if kept_whole_epoch else state.kept_epoch_cost,
+        metric=metric if metric is not None else state.metric,
+    )
+    if metric is not None and settings.target_metric is not None:
+        target = settings.target_metric
+        hit = metric >= target if settings.higher_is_better else metric <= target
+        state = replace(state, reached=state.reached or hit)
+    return Transition(
+        replace(state, stop=_stop_reason(settings, state, now_s, energy_j)), set_limit
+    )
+
+
+def _stop_reason(
+    settings: RunSettings, state: RunState, now_s: float, energy_j: float
+) -> StopReason:
+    if state.reached:
+        return "reached"
+    if should_stop(cost(state, now_s, energy_j), state.last_epoch_cost, settings.cost_threshold):
+        return "cost"
+    if settings.max_epochs is not None and state.epochs >= settings.max_epochs:
+        return "max epochs"
+    return ""
+
+
+def cost(state: RunState, now_s: float, energy_j: float) -> float:
+    """The run's cost so far."""
+    return state.cost_model.cost(max(energy_j - state.start_j, 0.0), max(now_s - state.start_s, 0))
+
+
+def end(state: RunState, failed: bool = False, reached: bool | None = None) -> RunState:
+    """The trainer finished (or says it failed). `reached` is its own verdict, used without a
+    target in the settings."""
+    if state.stage != "running":
+        return state
+    if reached and not state.reached:
+        state = replace(state, reached=True)
+    return replace(state, stage="failed" if failed else "ended")
+
+
+def interrupt(state: RunState) -> RunState:
+    """The sidecar is told to exit. After a stop advice the trainer ended as told: a normal end."""
+    if state.stage != "running":
+        return state
+    return replace(state, stage="ended" if state.stop else "interrupted")
+
+
+def result_of(state: RunState) -> Result:
+    if state.stage == "failed":
+        return "failed"
+    if state.stage in ("interrupted", "running"):
+        return "interrupted"
+    if state.reached:
+        return "reached"
+    if state.stop == "cost":
+        return "stopped"
+    return "exhausted"
+
+
+def report(
+    settings: RunSettings, state: RunState, now_s: float, energy_j: float, note: str = ""
+) -> Report:
+    """The run report, from the state and the final readings."""
+    energy = max(energy_j - state.start_j, 0.0)
+    elapsed = max(now_s - state.start_s, 0.0)
+    prof = state.prof
+    complete = prof is not None and prof.phase == "done" and prof.reason not in NOT_PROFILED
+    points = tuple(
+        ProfilePoint(m.limit_w, m.energy_j, m.time_s, m.steps)
+        for m in (prof.measurements if prof is not None else ())
+    )
+    limit = state.limit_w
+    if prof is not None and prof.phase == "done":
+        limit = prof.chosen_w
+    notes = " ".join(n for n in (state.note, note) if n)
+    return Report(
+        result=result_of(state),
+        batch_size=settings.batch_size,
+        epochs=state.epochs,
+        energy_j=energy,
+        time_s=elapsed,
+        cost=state.cost_model.cost(energy, elapsed),
+        mode=state.mode,
+        limit_w=limit if state.mode != "observe" else None,
+        profile_complete=complete,
+        epoch_cost=state.kept_epoch_cost,
+        metric=state.metric,
+        gpu_model=state.hardware.gpu_model,
+        gpu_count=max(state.hardware.gpu_count, 1),
+        profile=points,
+        note=notes,
+    )
+
+
+def no_run_report(settings: RunSettings, note: str, gpu_model: str = "") -> Report:
+    """The report of a sidecar whose trainer never said hello."""
+    return Report(
+        result="interrupted",
+        batch_size=settings.batch_size,
+        epochs=0,
+        energy_j=0.0,
+        time_s=0.0,
+        cost=0.0,
+        mode=settings.mode,
+        gpu_model=gpu_model,
+        note=note,
+    )

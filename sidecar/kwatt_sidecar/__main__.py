@@ -1,0 +1,7 @@
+"""`python -m kwatt_sidecar`: run the sidecar until SIGTERM."""
+
+import sys
+
+from kwatt_sidecar.app import main
+
+sys.exit(main())

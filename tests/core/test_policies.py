@@ -1,0 +1,224 @@
+"""Batch-size policies: sequences worked out by hand, concurrency, bounded JSON state."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kwatt_core.policies import (
+    DefaultPolicy,
+    KwattPolicy,
+    OraclePolicy,
+    Outcome,
+    PolicyError,
+    SearchSpace,
+    ZeusPolicy,
+    make_policy,
+)
+
+SPACE = SearchSpace(batch_sizes=(8, 16, 32, 64), default_batch_size=32, max_limit_w=250)
+
+
+def ok(bs: int, cost: float, limit: int | None = None, epochs: int = 10) -> Outcome:
+    return Outcome(bs, cost, True, power_limit_w=limit, epochs=epochs, epoch_cost=cost / epochs)
+
+
+def fail(bs: int, cost: float, epochs: int = 10, stopped: bool = True) -> Outcome:
+    return Outcome(bs, cost, False, epochs=epochs, epoch_cost=cost / epochs, stopped_early=stopped)
+
+
+def test_search_space_checks_its_input() -> None:
+    with pytest.raises(PolicyError, match="default batch size 48"):
+        SearchSpace((8, 16), 48, 250)
+    with pytest.raises(PolicyError, match="sorted"):
+        SearchSpace((16, 8), 8, 250)
+    with pytest.raises(PolicyError, match="beta"):
+        SearchSpace((8,), 8, 250, beta=1.0)
+
+
+def test_default_policy_is_the_default_at_the_top_limit() -> None:
+    policy = DefaultPolicy()
+    state = policy.init(SPACE, 0)
+    choice, _ = policy.choose(state)
+    assert (choice.batch_size, choice.power_limit_w, choice.cost_threshold) == (32, 250, None)
+    with pytest.raises(PolicyError, match="not a candidate"):
+        policy.observe(state, ok(48, 1.0))
+
+
+def test_oracle_always_runs_its_configuration() -> None:
+    policy = OraclePolicy(16, 175)
+    state = policy.init(SPACE, 0)
+    assert policy.choose(state)[0].batch_size == 16
+    assert policy.choose(state)[0].power_limit_w == 175
+
+
+def test_unknown_policy_name_is_a_sentence() -> None:
+    with pytest.raises(PolicyError, match="Unknown policy 'fast'"):
+        make_policy("fast")
+
+
+def test_zeus_pruning_walks_down_then_up_twice_then_samples() -> None:
+    policy = ZeusPolicy()
+    state = policy.init(SPACE, 0)
+    seen = []
+
+    def step(outcome: Outcome) -> None:
+        nonlocal state
+        choice, state = policy.choose(state)
+        seen.append((choice.batch_size, choice.cost_threshold, choice.stage))
+        assert choice.batch_size == outcome.batch_size
+        state = policy.observe(state, outcome)
+
+    # Round 1: down from the default 32 until a failure, then up from 64.
+    step(ok(32, 100.0, limit=200))
+    step(ok(16, 80.0, limit=175))
+    step(fail(8, 160.0))  # 8 fails: the downward walk ends; 8 is pruned
+    step(ok(64, 120.0, limit=225))
+    # Round 2 starts from the cheapest survivor (16): down [16], then up [32, 64].
+    step(ok(16, 82.0))
+    step(ok(32, 101.0))
+    step(fail(64, 150.0))
+    assert [s[0] for s in seen] == [32, 16, 8, 64, 16, 32, 64]
+    # No threshold before any success; then beta x the lowest recurrence cost.
+    # The failed 8 run (160) is charged to the recurrence that 64 then completed (160 + 120).
+    assert [s[1] for s in seen] == [None, 200.0, 160.0, 160.0, 160.0, 160.0, 160.0]
+    assert state["stage"] == "exploit" and state["arms"] == [16, 32]
+    # Thompson sampling over the survivors, with cached limits (profiled once per size).
+    choice, state = policy.choose(state)
+    assert choice.stage == "exploit" and choice.batch_size in (16, 32)
+    assert choice.power_limit_w == {16: 175, 32: 200}[choice.batch_size]
+
+
+def test_zeus_with_zero_variance_always_exploits_the_cheaper_arm() -> None:
+    policy = ZeusPolicy()
+    state = policy.init(SearchSpace((16, 32), 32, 250), 3)
+    for bs, cost in [(32, 100.0), (16, 90.0), (16, 90.0), (32, 100.0)]:
+        choice, state = policy.choose(state)
+        assert choice.batch_size == bs
+        state = policy.observe(state, ok(bs, cost))
+    picks = set()
+    for _ in range(20):
+        choice, state = policy.choose(state)
+        picks.add(choice.batch_size)
+    assert picks == {16}
+
+
+def test_zeus_counts_a_run_that_could_not_start_as_a_costly_failure() -> None:
+    policy = ZeusPolicy()
+    state = policy.init(SPACE, 0)
+    _, state = policy.choose(state)
+    state = policy.observe(state, ok(32, 100.0))
+    _, state = policy.choose(state)
+    state = policy.observe(state, Outcome(16, 0.0, False, started=False))
+    assert state["rewards"]["16"] == [-100.0 * 2.0 * 100.0]
+    assert state["pending_cost"] == 0.0
+
+
+def test_concurrent_request_gets_the_cheapest_known_size() -> None:
+    for policy in (ZeusPolicy(), KwattPolicy()):
+        state = policy.init(SPACE, 0)
+        choice, state = policy.choose(state)
+        state = policy.observe(state, ok(32, 100.0))
+        explore, state = policy.choose(state)
+        assert explore.batch_size == 16
+        concurrent, state = policy.choose(state, in_flight=[16])
+        assert (concurrent.batch_size, concurrent.stage) == (32, "concurrent")
+
+
+def test_kwatt_walks_towards_cheaper_neighbours_and_turns_back() -> None:
+    space = SearchSpace((8, 16, 32, 64, 128), 32, 250)
+    policy = KwattPolicy()
+    state = policy.init(space, 0)
+    log = []
+    # Every size needs 10 epochs; only the epoch cost differs: 32 -> 10, 16 -> 9, 8 -> 14.
+    for bs, epoch_cost in [(32, 10.0), (16, 9.0), (8, 14.0)]:
+        choice, state = policy.choose(state)
+        log.append((choice.batch_size, choice.cost_threshold))
+        state = policy.observe(state, ok(bs, 10 * epoch_cost))
+    # Explore threshold: min(beta, 1.5) x the best prediction so far.
+    assert [bs for bs, _ in log] == [32, 16, 8]
+    assert log[0][1] is None
+    assert [t for _, t in log[1:]] == pytest.approx([150.0, 135.0])
+    # 8 is clearly worse in its exact epoch cost, and the default (100) is not within
+    # 10% of the best (90): no walk upwards, straight to sampling.
+    assert state["stage"] == "exploit" and state["arms"] == [8, 16, 32]
+    beliefs = policy.beliefs(state)
+    assert beliefs[16].expected_cost == pytest.approx(90.0)
+    assert beliefs[8].expected_cost == pytest.approx(140.0)
+    picks = []
+    for _ in range(30):
+        choice, state = policy.choose(state)
+        picks.append(choice.batch_size)
+    # Without noise in the data the cheapest arm dominates; 8 (55% dearer) is never worth a try.
+    assert picks.count(16) > 20 and 8 not in picks
+
+
+def test_kwatt_turns_up_when_the_default_is_still_competitive() -> None:
+    space = SearchSpace((8, 16, 32, 64, 128), 32, 250)
+    policy = KwattPolicy()
+    state = policy.init(space, 0)
+    order = []
+    for bs, cost in [(32, 100.0), (16, 130.0), (64, 95.0), (128, 99.0)]:
+        choice, state = policy.choose(state)
+        order.append(choice.batch_size)
+        # 16 is worse in epoch cost too (13 vs 10): the downward walk stops at once.
+        state = policy.observe(state, ok(bs, cost))
+    assert order == [32, 16, 64, 128]
+    assert state["stage"] == "exploit"
+
+
+def test_kwatt_prunes_beyond_a_size_that_never_converges() -> None:
+    space = SearchSpace((8, 16, 32, 64), 32, 250)
+    policy = KwattPolicy()
+    state = policy.init(space, 0)
+    _, state = policy.choose(state)
+    state = policy.observe(state, ok(32, 100.0))
+    _, state = policy.choose(state)
+    state = policy.observe(state, fail(16, 140.0, stopped=False))  # used its epoch budget
+    assert set(state["excluded"]) == {8, 16}
+
+
+def random_outcome(rng: random.Random, space: SearchSpace, bs: int) -> Outcome:
+    reached = rng.random() < 0.8
+    epochs = rng.randint(1, 50)
+    cost = rng.uniform(1.0, 1e6)
+    return Outcome(
+        bs,
+        cost,
+        reached,
+        power_limit_w=rng.choice([None, 100, 250]),
+        started=rng.random() < 0.97,
+        epochs=epochs,
+        epoch_cost=cost / epochs,
+        stopped_early=not reached and rng.random() < 0.5,
+    )
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    name=st.sampled_from(["zeus", "kwatt", "default"]),
+    seed=st.integers(0, 2**31),
+    sizes=st.lists(st.integers(1, 4096), min_size=1, max_size=16, unique=True),
+)
+def test_state_survives_json_and_stays_bounded(name: str, seed: int, sizes: list[int]) -> None:
+    ordered = tuple(sorted(sizes))
+    space = SearchSpace(ordered, ordered[len(ordered) // 2], 300)
+    policy = make_policy(name)
+    state = policy.init(space, seed)
+    rng = random.Random(seed)
+    largest = 0
+    for i in range(2000):
+        in_flight = [rng.choice(ordered)] if rng.random() < 0.1 else []
+        choice, state = policy.choose(state, in_flight)
+        assert choice.batch_size in ordered
+        state = policy.observe(state, random_outcome(rng, space, choice.batch_size))
+        if i % 97 == 0:
+            text = json.dumps(state)
+            assert json.loads(text) == state
+            largest = max(largest, len(text))
+    # Per arm at most a window of observations: far below etcd's 1.5 MiB object cap.
+    assert largest < 2_000 + 1_500 * len(ordered)

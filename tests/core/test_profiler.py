@@ -1,0 +1,204 @@
+"""The JIT power-limit profiler against schedules worked out by hand.
+
+A fake GPU: per limit, a step takes `SECONDS[limit]` and draws `WATTS[limit]`.
+With eta 0.5 and MaxPower 250 W the cost of one step is
+  250 W: 0.5*250*1.0 + 125*1.0 = 250.0
+  200 W: 0.5*180*1.1 + 125*1.1 = 236.5   <- cheapest
+  150 W: 0.5*140*1.5 + 125*1.5 = 292.5
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kwatt_core import profiler
+from kwatt_core.cost import CostModel
+from kwatt_core.profiler import ProfilerConfig, ProfilerError, ProfilerState
+
+SECONDS = {250: 1.0, 200: 1.1, 150: 1.5}
+WATTS = {250: 250.0, 200: 180.0, 150: 140.0}
+MODEL = CostModel(eta=0.5, max_power_w=250.0)
+
+
+def config(**kw: object) -> ProfilerConfig:
+    args: dict[str, object] = {
+        "limits_w": (250, 200, 150),
+        "cost_model": MODEL,
+        "warmup_steps": 2,
+        "measure_steps": 3,
+        "strategy": "exhaustive",
+    }
+    args.update(kw)
+    return ProfilerConfig(**args)  # type: ignore[arg-type]
+
+
+class FakeGpu:
+    """Drives the profiler like the sidecar does: a step begins, then it runs at the limit."""
+
+    def __init__(
+        self, cfg: ProfilerConfig, seconds: dict[int, float], watts: dict[int, float]
+    ) -> None:
+        self.cfg, self.seconds, self.watts = cfg, seconds, watts
+        self.time = self.energy = 0.0
+        self.limits_set: list[int] = []
+        step = profiler.start(cfg)
+        self.state = step.state
+        self._apply(step.set_limit_w)
+        self.steps = 0
+
+    def _apply(self, limit: int | None) -> None:
+        if limit is not None:
+            self.limits_set.append(limit)
+            self.limit = limit
+
+    def step(self) -> None:
+        s = profiler.step_begin(self.cfg, self.state, self.time, self.energy)
+        self.state = s.state
+        self._apply(s.set_limit_w)
+        self.time += self.seconds[self.limit]
+        self.energy += self.seconds[self.limit] * self.watts[self.limit]
+        self.steps += 1
+
+    def epoch_end(self) -> None:
+        s = profiler.epoch_end(self.cfg, self.state, self.time, self.energy)
+        self.state = s.state
+        self._apply(s.set_limit_w)
+
+
+def test_candidate_limits_follow_the_gpu_range() -> None:
+    assert profiler.candidate_limits(100, 250) == [250, 225, 200, 175, 150, 125, 100]
+    assert len(profiler.candidate_limits(200, 700)) == 21
+    # A range that is not a multiple of the step keeps the maximum and stops above the minimum.
+    assert profiler.candidate_limits(90, 150, 25) == [150, 125, 100]
+
+
+@pytest.mark.parametrize(("low", "high", "step"), [(300, 200, 25), (0, 200, 25), (100, 200, 0)])
+def test_bad_limit_ranges_are_refused(low: float, high: float, step: float) -> None:
+    with pytest.raises(ProfilerError):
+        profiler.candidate_limits(low, high, step)
+
+
+def test_exhaustive_schedule_windows_and_choice() -> None:
+    gpu = FakeGpu(config(), SECONDS, WATTS)
+    while gpu.state.phase != "done":
+        gpu.step()
+    # Each limit: 2 warm-up steps + 3 measured; the 16th step begin closes the last window.
+    assert gpu.steps == 16
+    assert gpu.state.profiling_steps == 16
+    first = gpu.state.measurements[0]
+    assert (first.limit_w, first.steps) == (250, 3)
+    assert first.time_s == pytest.approx(3.0)
+    assert first.energy_j == pytest.approx(750.0)
+    assert [m.cost for m in gpu.state.measurements] == pytest.approx([750.0, 709.5, 877.5])
+    assert gpu.state.chosen_w == 200
+    # Highest first, then each lower one, then back to the cheapest.
+    assert gpu.limits_set == [250, 200, 150, 200]
+
+
+def test_cached_optimum_skips_profiling() -> None:
+    step = profiler.start(config(), cached_limit_w=200)
+    assert step.set_limit_w == 200
+    assert step.state.phase == "done" and step.state.reason == "cached"
+    after = profiler.step_begin(config(), step.state, 1.0, 1.0)
+    assert after.set_limit_w is None and after.state.profiling_steps == 0
+
+
+def test_epoch_end_inside_a_window_cancels_it_and_warms_up_again() -> None:
+    # Upstream's rule; kwatt's would also shrink the schedule here (a 4-step epoch).
+    gpu = FakeGpu(config(adapt_short_epochs=False), SECONDS, WATTS)
+    for _ in range(4):  # two warm-up steps, then two steps into the 250 W window
+        gpu.step()
+    assert gpu.state.phase == "measure"
+    gpu.epoch_end()
+    assert gpu.state.cancelled == 1 and gpu.state.phase == "warmup" and not gpu.state.measurements
+    assert gpu.limits_set == [250]  # same limit, profiled again from warm-up
+    for _ in range(5):
+        gpu.step()
+    assert gpu.state.phase == "measure"  # 2 warm-up + 3 steps: window not closed yet
+    gpu.step()
+    assert [m.limit_w for m in gpu.state.measurements] == [250]
+    assert gpu.state.measurements[0].time_s == pytest.approx(3.0)
+
+
+def test_epoch_end_between_windows_cancels_nothing() -> None:
+    gpu = FakeGpu(config(), SECONDS, WATTS)
+    gpu.epoch_end()  # before any step
+    assert gpu.state.cancelled == 0
+
+
+def run_epochs(gpu: FakeGpu, steps_per_epoch: int, epochs: int) -> None:
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            gpu.step()
+        gpu.epoch_end()
+
+
+def test_upstream_never_finishes_when_epochs_are_shorter_than_the_schedule() -> None:
+    gpu = FakeGpu(config(adapt_short_epochs=False), SECONDS, WATTS)
+    run_epochs(gpu, steps_per_epoch=4, epochs=50)  # 4 < 2 + 3 + 1
+    assert gpu.state.phase != "done" and not gpu.state.measurements
+
+
+def test_short_epochs_shrink_the_schedule_to_fit() -> None:
+    gpu = FakeGpu(config(), SECONDS, WATTS)
+    run_epochs(gpu, steps_per_epoch=4, epochs=10)
+    assert gpu.state.phase == "done"
+    # usable = 3 steps: warm-up max(1, 3 // 5) = 1, window 2
+    assert (gpu.state.warmup_steps, gpu.state.measure_steps) == (1, 2)
+    assert gpu.state.chosen_w == 200
+
+
+def test_epochs_too_short_to_profile_keep_the_highest_limit() -> None:
+    gpu = FakeGpu(config(), SECONDS, WATTS)
+    run_epochs(gpu, steps_per_epoch=2, epochs=3)
+    assert gpu.state.phase == "done" and gpu.state.reason == "epochs too short to profile"
+    assert gpu.state.chosen_w == 250
+
+
+def test_adaptive_search_stops_after_cost_rises_twice() -> None:
+    limits = (250, 225, 200, 175, 150, 125, 100)
+    # Per-step cost falls to 200 W and rises after it (convex).
+    seconds = {250: 1.0, 225: 1.02, 200: 1.05, 175: 1.2, 150: 1.45, 125: 1.8, 100: 2.4}
+    watts = {250: 240.0, 225: 215.0, 200: 190.0, 175: 170.0, 150: 150.0, 125: 125.0, 100: 100.0}
+    cfg = config(limits_w=limits, strategy="adaptive", patience=2)
+    gpu = FakeGpu(cfg, seconds, watts)
+    while gpu.state.phase != "done":
+        gpu.step()
+    assert [m.limit_w for m in gpu.state.measurements] == [250, 225, 200, 175, 150]
+    assert gpu.state.chosen_w == 200 and gpu.state.reason == "cost rose"
+
+
+def test_near_ties_go_to_the_least_energy() -> None:
+    # 200 W costs 0.2% more than 250 W per step but uses much less energy.
+    seconds = {250: 1.0, 200: 1.2}
+    watts = {250: 250.0, 200: 167.4}
+    cost_250 = 0.5 * 250 * 1.0 + 125 * 1.0
+    cost_200 = 0.5 * 167.4 * 1.2 + 125 * 1.2
+    assert cost_200 / cost_250 - 1 == pytest.approx(0.0018, abs=1e-4)
+    for tolerance, expected in ((0.0, 250), (0.005, 200)):
+        cfg = config(limits_w=(250, 200), tie_tolerance=tolerance)
+        gpu = FakeGpu(cfg, seconds, watts)
+        while gpu.state.phase != "done":
+            gpu.step()
+        assert gpu.state.chosen_w == expected
+
+
+def test_state_survives_json() -> None:
+    gpu = FakeGpu(config(), SECONDS, WATTS)
+    for _ in range(8):
+        gpu.step()
+    text = json.dumps(gpu.state.to_dict())
+    assert ProfilerState.from_dict(json.loads(text)) == gpu.state
+
+
+def test_counter_going_backwards_is_an_error() -> None:
+    gpu = FakeGpu(config(), SECONDS, WATTS)
+    for _ in range(3):
+        gpu.step()
+    state = gpu.state
+    for _ in range(2):
+        state = profiler.step_begin(gpu.cfg, state, 100.0, 1e6).state
+    with pytest.raises(ProfilerError, match="backwards"):
+        profiler.step_begin(gpu.cfg, state, 100.5, 0.0)

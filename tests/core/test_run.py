@@ -1,0 +1,143 @@
+"""The run state machine: what the sidecar decides, checked without a GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from kwatt_core import run
+from kwatt_core.report import decode, encode
+
+V100 = run.Hardware("v100", 1, 100.0, 250.0)
+
+
+def drive(
+    settings: run.RunSettings,
+    hw: run.Hardware,
+    epochs: int,
+    steps: int,
+    metrics: list[float] | None = None,
+) -> tuple[run.RunState, float, float, list[int]]:
+    """Run `epochs` epochs of `steps` steps; power and speed depend on the limit."""
+    now = energy = 0.0
+    t = run.begin(settings, hw, now, energy)
+    limits = [] if t.set_limit_w is None else [t.set_limit_w]
+    state = t.state
+    for e in range(epochs):
+        for _ in range(steps):
+            t = run.step(state, now, energy)
+            state = t.state
+            if t.set_limit_w is not None:
+                limits.append(t.set_limit_w)
+            limit = state.limit_w or 250
+            dt = 1.0 + (250 - limit) / 250  # lower limits run slower
+            now += dt
+            energy += dt * limit * 0.9
+        metric = metrics[e] if metrics else None
+        t = run.epoch_end(settings, state, now, energy, metric)
+        state = t.state
+        if t.set_limit_w is not None:
+            limits.append(t.set_limit_w)
+        if state.stop:
+            break
+    return state, now, energy, limits
+
+
+def test_profiles_then_keeps_a_limit_and_reports() -> None:
+    settings = run.RunSettings(batch_size=64, warmup_steps=2, measure_steps=5)
+    state, now, energy, limits = drive(settings, V100, epochs=3, steps=60)
+    assert limits[0] == 250 and not state.profiling
+    assert state.prof is not None and state.prof.phase == "done"
+    state = run.end(state)
+    report = run.report(settings, state, now, energy)
+    assert report.result == "exhausted" and report.profile_complete
+    assert report.limit_w == state.prof.chosen_w
+    assert report.epoch_cost is not None  # the last epochs ran wholly at the kept limit
+    assert decode(encode(report)) == decode(encode(report))
+
+
+def test_cached_limit_skips_profiling() -> None:
+    settings = run.RunSettings(batch_size=64, cached_limit_w=175)
+    t = run.begin(settings, V100, 0.0, 0.0)
+    assert t.set_limit_w == 175 and not t.state.profiling
+    report = run.report(settings, run.end(t.state), 1.0, 1.0)
+    assert report.limit_w == 175 and not report.profile_complete
+
+
+def test_cached_limit_outside_range_is_clamped() -> None:
+    t = run.begin(run.RunSettings(batch_size=1, cached_limit_w=900), V100, 0, 0)
+    assert t.set_limit_w == 250
+
+
+def test_cannot_limit_means_observe() -> None:
+    hw = run.Hardware("v100", 1, 100.0, 250.0, can_limit=False, note="No permission.")
+    t = run.begin(run.RunSettings(batch_size=1), hw, 0, 0)
+    assert t.set_limit_w is None and t.state.mode == "observe" and t.state.phase == "observe"
+    report = run.report(run.RunSettings(batch_size=1), run.end(t.state), 1, 1)
+    assert report.mode == "observe" and report.limit_w is None and report.note == "No permission."
+
+
+def test_fixed_limit_and_clamp_note() -> None:
+    settings = run.RunSettings(batch_size=1, mode="fixed", fixed_limit_w=80)
+    t = run.begin(settings, V100, 0, 0)
+    assert t.set_limit_w == 100 and "outside" in t.state.note
+
+
+def test_early_stop_for_cost_and_sigterm_after_it_is_stopped() -> None:
+    settings = run.RunSettings(batch_size=1, mode="observe", cost_threshold=500.0)
+    state, now, energy, _ = drive(settings, V100, epochs=50, steps=2)
+    assert state.stop == "cost"
+    report = run.report(settings, run.interrupt(state), now, energy)
+    assert report.result == "stopped" and report.cost <= 500.0 + 1e-9
+
+
+def test_target_reached_higher_and_lower_is_better() -> None:
+    higher = run.RunSettings(batch_size=1, mode="observe", target_metric=0.6)
+    state, *_ = drive(higher, V100, 5, 1, [0.1, 0.5, 0.6, 0.7, 0.8])
+    assert (state.stop, state.epochs) == ("reached", 3)
+    lower = run.RunSettings(
+        batch_size=1, mode="observe", target_metric=40.0, higher_is_better=False
+    )
+    state, *_ = drive(lower, V100, 5, 1, [80.0, 50.0, 39.0, 30.0, 20.0])
+    assert (state.stop, state.epochs) == ("reached", 3)
+    assert run.result_of(run.end(state)) == "reached"
+
+
+def test_max_epochs_and_interrupt_and_failure() -> None:
+    settings = run.RunSettings(batch_size=1, mode="observe", max_epochs=2)
+    state, *_ = drive(settings, V100, 5, 1)
+    assert state.stop == "max epochs" and run.result_of(run.end(state)) == "exhausted"
+    fresh = run.begin(settings, V100, 0, 0).state
+    assert run.result_of(run.interrupt(fresh)) == "interrupted"
+    assert run.result_of(run.end(fresh, failed=True)) == "failed"
+    assert run.result_of(run.end(fresh, reached=True)) == "reached"
+
+
+def test_two_gpus_count_in_max_power() -> None:
+    hw = run.Hardware("a100", 2, 100.0, 400.0)
+    t = run.begin(run.RunSettings(batch_size=1), hw, 0, 0)
+    assert t.state.cost_model.max_power_w == 800.0
+
+
+def test_no_gpu_is_observed() -> None:
+    t = run.begin(run.RunSettings(batch_size=1), run.Hardware("", 0, 0.0, 0.0), 0, 0)
+    assert t.state.mode == "observe" and t.set_limit_w is None
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(run.RunError):
+        run.RunSettings(batch_size=0)
+    with pytest.raises(run.RunError):
+        run.RunSettings(batch_size=1, mode="fixed")
+    with pytest.raises(run.RunError):
+        run.Hardware("x", 1, 300.0, 200.0)
+
+
+def test_readings_that_stand_still_abandon_profiling_not_the_run() -> None:
+    settings = run.RunSettings(batch_size=1, warmup_steps=0, measure_steps=1)
+    state = run.begin(settings, V100, 0.0, 0.0).state
+    state = run.step(state, 0.0, 0.0).state  # opens the window
+    state = run.step(state, 0.0, 0.0).state  # one step
+    t = run.step(state, 0.0, 0.0)  # closes it with no time passed
+    assert not t.state.profiling and "abandoned" in t.state.note
+    report = run.report(settings, run.end(t.state), 1.0, 1.0)
+    assert report.limit_w == 250 and not report.profile_complete

@@ -1,0 +1,83 @@
+"""Trace reading: hand-computed expectations and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kwatt_core.cost import CostModel
+from kwatt_core.sim.trace import TraceError, load_workloads
+
+from .conftest import TRACE_DIR
+
+
+def test_tiny_trace_joins_power_and_seed_runs(tiny_trace: Path) -> None:
+    (trace,) = load_workloads(tiny_trace, "t4")
+    assert trace.spec.name == "cifar100"
+    assert trace.batch_sizes == (64, 128)
+    assert trace.limits_w == (200, 250) and trace.max_limit_w == 250
+    # Only rows of the workload's target metric (0.6) count; an empty epoch is a miss.
+    assert trace.paths[64] == (10.0, 20.0, None)
+    # The default 1024 is not in this GPU's trace: the largest size below it stands in.
+    assert trace.default_batch_size == 128
+
+
+def test_expected_cost_counts_misses_and_retries(tiny_trace: Path) -> None:
+    (trace,) = load_workloads(tiny_trace, "t4")
+    model = CostModel(0.5, 250.0)
+    cost, energy, time = trace.expected(model, 64, 200)
+    # Epochs per try: 10, 20 and a miss that burns all 100; 2 in 3 tries reach the target.
+    # time = (130 / 3) * 2 s / (2 / 3) = 130 s; energy = 130 s * 100 W.
+    assert time == pytest.approx(130.0)
+    assert energy == pytest.approx(13_000.0)
+    assert cost == pytest.approx(0.5 * 13_000.0 + 0.5 * 250.0 * 130.0)
+    # 128 @ 200 W: 30 epochs of 1 s at 150 W, always reached: 0.5*4500 + 125*30 = 6000.
+    assert trace.expected(model, 128, 200)[0] == pytest.approx(6000.0)
+    assert trace.best_config(model) == (128, 200, pytest.approx(6000.0))
+
+
+def test_bundled_traces_hold_the_six_workloads() -> None:
+    v100 = {t.spec.name: t for t in load_workloads(TRACE_DIR, "v100")}
+    assert sorted(v100) == sorted(
+        ["cifar100", "imagenet", "squad", "librispeech", "movielens-1m", "sentiment140"]
+    )
+    assert v100["cifar100"].limits_w == (100, 125, 150, 175, 200, 225, 250)
+    assert len(v100["librispeech"].batch_sizes) == 15
+    p100 = {t.spec.name: t for t in load_workloads(TRACE_DIR, "p100")}
+    assert p100["imagenet"].default_batch_size == 128  # 256 did not fit the P100
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match="does not exist"):
+        load_workloads(tmp_path / "nowhere", "v100")
+
+
+def test_unknown_gpu_lists_the_known_ones(tiny_trace: Path) -> None:
+    with pytest.raises(TraceError, match=r"Unknown GPU 'a100'.*GPUs in .*: t4"):
+        load_workloads(tiny_trace, "a100")
+
+
+def test_unknown_workload(tiny_trace: Path) -> None:
+    with pytest.raises(TraceError, match="Unknown workload 'mnist'"):
+        load_workloads(tiny_trace, "t4", ["mnist"])
+
+
+def test_missing_train_file_is_named(tiny_trace: Path) -> None:
+    (tiny_trace / "summary_train.csv").unlink()
+    with pytest.raises(TraceError, match=r"summary_train\.csv does not exist"):
+        load_workloads(tiny_trace, "t4")
+
+
+def test_bad_number_names_file_line_and_column(tiny_trace: Path) -> None:
+    power = tiny_trace / "summary_power_t4.csv"
+    power.write_text(power.read_text().replace("1.5,160.0", "fast,160.0"))
+    with pytest.raises(TraceError, match=r"summary_power_t4\.csv line 3: column 'time_per_epoch'"):
+        load_workloads(tiny_trace, "t4")
+
+
+def test_missing_column_is_named(tiny_trace: Path) -> None:
+    power = tiny_trace / "summary_power_t4.csv"
+    power.write_text(power.read_text().replace("average_power", "avg_power"))
+    with pytest.raises(TraceError, match="lacks the column"):
+        load_workloads(tiny_trace, "t4")

@@ -1,0 +1,73 @@
+"""The sidecar shell in-process: restore on an exception, config errors, metrics text."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sidecar_support import make_node
+
+from kwatt_core.report import decode
+from kwatt_sidecar import config as configlib
+from kwatt_sidecar.app import Sidecar, main, serve
+from kwatt_sidecar.gpu.simulated import SimulatedBackend
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def sidecar_on(node_dir: Path, tmp: Path, **env: str) -> Sidecar:
+    cfg = configlib.load(
+        {
+            "KWATT_TERMINATION_PATH": str(tmp / "term"),
+            "KWATT_STATE_DIR": str(tmp / "state"),
+            "KWATT_POWER_MODE": "fixed",
+            "KWATT_FIXED_LIMIT_W": "130",
+            **env,
+        }
+    )
+    return Sidecar(cfg, SimulatedBackend(node_dir, "all"))
+
+
+def test_exception_in_the_loop_restores_and_reports(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    sc = sidecar_on(node.gpu_dir, tmp_path)
+    sc.hello(node.uuids, None)
+    assert node.device().limit_w == 130.0
+
+    def boom() -> None:
+        raise RuntimeError("the GPU fell off the bus")
+
+    sc.poll = boom  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        serve(sc, threading.Event(), poll_s=0.01)
+    assert node.device().limit_w == 250.0
+    report = decode((tmp_path / "term").read_text())
+    assert report.result == "interrupted" and "fell off the bus" in report.note
+
+
+def test_config_errors_are_sentences() -> None:
+    for env, word in [
+        ({"KWATT_POWER_MODE": "turbo"}, "KWATT_POWER_MODE"),
+        ({"KWATT_POWER_MODE": "fixed"}, "KWATT_FIXED_LIMIT_W"),
+        ({"KWATT_ETA": "x"}, "KWATT_ETA"),
+        ({"KWATT_PORT": "99999"}, "KWATT_PORT"),
+        ({"KWATT_TARGET_HIGHER_IS_BETTER": "maybe"}, "KWATT_TARGET_HIGHER_IS_BETTER"),
+    ]:
+        with pytest.raises(configlib.ConfigError, match=word):
+            configlib.load(env)
+
+
+def test_main_refuses_bad_config_with_a_message(tmp_path: Path) -> None:
+    term = tmp_path / "term"
+    assert main({"KWATT_POWER_MODE": "turbo", "KWATT_TERMINATION_PATH": str(term)}) == 2
+    assert "KWATT_POWER_MODE" in term.read_text()
+
+
+def test_report_fits_4k_with_a_long_note(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    sc = sidecar_on(node.gpu_dir, tmp_path)
+    sc.notes.append("x" * 9000)
+    sc.hello(node.uuids, None)
+    sc.finish()
+    assert len((tmp_path / "term").read_bytes()) <= 4096

@@ -1,0 +1,170 @@
+"""The NVML backend against a fake `pynvml`: counters, permissions, MIG, several GPUs."""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kwatt_core.run import RunSettings
+from kwatt_sidecar.app import Sidecar
+from kwatt_sidecar.config import SidecarConfig
+from kwatt_sidecar.gpu import LimitPermissionError
+from kwatt_sidecar.gpu.nvml import Integrator, NvmlBackend
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class NVMLError(Exception):
+    def __init__(self, value: int) -> None:
+        super().__init__(f"NVML error {value}")
+        self.value = value
+
+
+class FakeGpu:
+    def __init__(self, uuid: str, counter: bool = True, mig: bool = False) -> None:
+        self.uuid = uuid
+        self.counter = counter
+        self.mig = mig
+        self.limit_mw = 300_000
+        self.energy_mj = 1_000_000
+        self.power_mw = 200_000
+        self.allow_set = True
+        self.set_calls: list[int] = []
+
+
+def fake_pynvml(gpus: list[FakeGpu]) -> Any:
+    m = types.ModuleType("pynvml")
+    m.NVMLError = NVMLError  # type: ignore[attr-defined]
+    m.NVML_ERROR_NOT_SUPPORTED = 3  # type: ignore[attr-defined]
+    m.NVML_ERROR_NO_PERMISSION = 4  # type: ignore[attr-defined]
+    by_uuid = {g.uuid: g for g in gpus}
+
+    def handle_by_uuid(uuid: str) -> FakeGpu:
+        if uuid not in by_uuid:
+            raise NVMLError(13)
+        return by_uuid[uuid]
+
+    def energy(g: FakeGpu) -> int:
+        if not g.counter:
+            raise NVMLError(3)
+        return g.energy_mj
+
+    def set_limit(g: FakeGpu, mw: int) -> None:
+        if not g.allow_set:
+            raise NVMLError(4)
+        g.set_calls.append(mw)
+        g.limit_mw = mw
+
+    def mig_mode(g: FakeGpu) -> tuple[int, int]:
+        return (1, 1) if g.mig else (0, 0)
+
+    funcs = {
+        "nvmlInit": lambda: None,
+        "nvmlShutdown": lambda: None,
+        "nvmlDeviceGetCount": lambda: len(gpus),
+        "nvmlDeviceGetHandleByIndex": lambda i: gpus[i],
+        "nvmlDeviceGetUUID": lambda g: g.uuid.encode(),  # old bindings return bytes
+        "nvmlDeviceGetHandleByUUID": handle_by_uuid,
+        "nvmlDeviceIsMigDeviceHandle": lambda g: False,
+        "nvmlDeviceGetMigMode": mig_mode,
+        "nvmlDeviceGetPowerManagementLimitConstraints": lambda g: (100_000, 300_000),
+        "nvmlDeviceGetPowerManagementDefaultLimit": lambda g: 300_000,
+        "nvmlDeviceGetName": lambda g: "Tesla V100-SXM2-16GB",
+        "nvmlDeviceGetTotalEnergyConsumption": energy,
+        "nvmlDeviceGetPowerUsage": lambda g: g.power_mw,
+        "nvmlDeviceGetPowerManagementLimit": lambda g: g.limit_mw,
+        "nvmlDeviceSetPowerManagementLimit": set_limit,
+    }
+    for name, fn in funcs.items():
+        setattr(m, name, fn)
+    return m
+
+
+def sidecar_for(tmp: Path, gpus: list[FakeGpu], mode: str = "optimize") -> Sidecar:
+    module = fake_pynvml(gpus)
+    backend = NvmlBackend(sample_interval_s=0.01, nvml=module)
+    cfg = SidecarConfig(
+        settings=RunSettings(batch_size=8, mode=mode, fixed_limit_w=150),  # type: ignore[arg-type]
+        port=0,
+        metrics_port=0,
+        termination_path=tmp / "term",
+        state_dir=tmp / "state",
+        namespace="ns",
+        pod="p",
+        job="",
+        run="",
+    )
+    return Sidecar(cfg, backend)
+
+
+def test_imports_pynvml_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([FakeGpu("GPU-a")]))
+    assert NvmlBackend().visible() == ["GPU-a"]
+
+
+def test_counter_missing_falls_back_to_sampling(tmp_path: Path) -> None:
+    gpu = FakeGpu("GPU-old", counter=False)
+    backend = NvmlBackend(sample_interval_s=0.01, nvml=fake_pynvml([gpu]))
+    assert backend.device("GPU-old").energy_counter is False
+    backend.use(["GPU-old"])
+    first = backend.energy_j("GPU-old")
+    time.sleep(0.1)
+    later = backend.energy_j("GPU-old")
+    assert 200.0 * 0.05 < later - first < 200.0 * 0.5  # ~200 W over ~0.1 s
+    backend.close()
+
+
+def test_integrator_trapezoids() -> None:
+    integ = Integrator()
+    integ.add(0.0, 100.0)
+    integ.add(1.0, 200.0)
+    assert integ.add(3.0, 200.0) == pytest.approx(150.0 + 400.0)
+
+
+def test_no_permission_means_observe(tmp_path: Path) -> None:
+    gpu = FakeGpu("GPU-a")
+    gpu.allow_set = False
+    sc = sidecar_for(tmp_path, [gpu])
+    status = sc.hello(["GPU-a"], None)
+    assert status["mode"] == "observe" and not status["profiling"]
+    report = sc.finish()
+    assert report.mode == "observe" and "NO_PERMISSION" in report.note
+    assert gpu.set_calls == []
+
+
+def test_mig_is_observed_never_limited(tmp_path: Path) -> None:
+    gpu = FakeGpu("GPU-mig", mig=True)
+    sc = sidecar_for(tmp_path, [gpu])
+    assert sc.hello(["GPU-mig"], None)["mode"] == "observe"
+    assert gpu.set_calls == []
+    assert "MIG" in sc.finish().note
+    with pytest.raises(LimitPermissionError):
+        sc.backend.set_limit_w("GPU-mig", 200)
+
+
+def test_several_gpus_same_limit_summed_energy_default_restored(tmp_path: Path) -> None:
+    gpus = [FakeGpu("GPU-a"), FakeGpu("GPU-b"), FakeGpu("GPU-other")]
+    sc = sidecar_for(tmp_path, gpus, mode="fixed")
+    sc.hello(["GPU-a", "GPU-b"], None)
+    assert [g.limit_mw for g in gpus] == [150_000, 150_000, 300_000]
+    assert gpus[2].set_calls == []  # another pod's GPU is never touched
+    for g in gpus[:2]:
+        g.energy_mj += 5_000  # 5 J each
+    report = sc.finish()
+    assert report.energy_j == pytest.approx(10.0)
+    assert report.gpu_count == 2
+    assert [g.limit_mw for g in gpus[:2]] == [300_000, 300_000]
+    assert not list((tmp_path / "state").glob("*.json"))
+    # MaxPower counts every GPU: 300 W x 2.
+    assert sc.state is not None and sc.state.cost_model.max_power_w == 600.0
+
+
+def test_unknown_uuid_is_hidden_gpu(tmp_path: Path) -> None:
+    sc = sidecar_for(tmp_path, [FakeGpu("GPU-a")])
+    assert sc.hello(["GPU-zzz"], None)["gpus"] == []
+    assert "NVIDIA_DRIVER_CAPABILITIES=utility" in sc.finish().note
