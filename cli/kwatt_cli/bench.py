@@ -155,6 +155,8 @@ def _print_tables(report: dict[str, Any], out: TextIO) -> None:
             f"{default['power_limit_w']} W; oracle {oracle['batch_size']} @ "
             f"{oracle['power_limit_w']} W\n"
         )
+        for note in wl["notes"]:
+            out.write(f"  note: {note}\n")
         rows = [COLUMNS] + [[name, *summary_row(fig)] for name, fig in wl["policies"].items()]
         widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
         for row in rows:

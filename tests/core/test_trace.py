@@ -81,3 +81,14 @@ def test_missing_column_is_named(tiny_trace: Path) -> None:
     power.write_text(power.read_text().replace("average_power", "avg_power"))
     with pytest.raises(TraceError, match="lacks the column"):
         load_workloads(tiny_trace, "t4")
+
+
+def test_a_size_traced_at_few_limits_is_left_out_with_a_note(tiny_trace: Path) -> None:
+    power = tiny_trace / "summary_power_t4.csv"
+    # A third size traced at 250 W only: keeping it would cut 200 W from every size.
+    power.write_text(power.read_text() + "cifar100,shufflenetv2,256,adadelta,250,0.5,220.0\n")
+    train = tiny_trace / "summary_train.csv"
+    train.write_text(train.read_text() + "cifar100,shufflenetv2,256,adadelta,1e-1,1,0.6,40\n")
+    (trace,) = load_workloads(tiny_trace, "t4")
+    assert trace.batch_sizes == (64, 128) and trace.limits_w == (200, 250)
+    assert trace.notes == ("cifar100: batch size 256 left out, traced at 1 of 2 power limits",)

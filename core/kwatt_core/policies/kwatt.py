@@ -55,7 +55,7 @@ class KwattSettings:
     prior_sd: float = 0.10
     prior_dof: float = 2.0
     neighbour_sd: float = 0.20
-    min_neighbour_sd: float = 0.03
+    min_neighbour_sd: float = 0.06
     max_neighbour_sd: float = 0.5
     min_arms_for_spread: int = 3
     neighbour_octaves: float = 1.0

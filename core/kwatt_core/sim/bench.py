@@ -99,6 +99,7 @@ def bench_workload(
         "gpu": trace.gpu,
         "recurrences": n,
         "batch_sizes": list(trace.batch_sizes),
+        "notes": list(trace.notes),
         "power_limits_w": list(trace.limits_w),
         "default": {
             "batch_size": trace.default_batch_size,

@@ -67,6 +67,7 @@ class WorkloadTrace:
     max_limit_w: int
     power: dict[tuple[int, int], PowerPoint]
     paths: dict[int, tuple[float | None, ...]]  # target epoch of each seed run; None: never
+    notes: tuple[str, ...] = ()  # what the loader had to leave out, as sentences
 
     def epochs_to_target(self, batch_size: int, path: float | None) -> int | None:
         """Epochs a seed run needs, or None if it misses the target within max epochs."""
@@ -224,8 +225,7 @@ def load_workloads(
                     f"and {power_file}."
                 )
             continue
-        limit_sets = [{p for (b, p) in table if b == bs} for bs in sizes]
-        limits = sorted(set.intersection(*limit_sets))
+        sizes, limits, notes = _grid(spec.name, sizes, table)
         if not limits:
             raise TraceError(
                 f"Workload '{spec.name}' in {power_file} has no power limit common "
@@ -241,9 +241,35 @@ def load_workloads(
                 max_limit_w=gpu_max,
                 power={k: v for k, v in table.items() if k[0] in sizes and k[1] in limits},
                 paths={b: tuple(runs[b]) for b in sizes},
+                notes=tuple(notes),
             )
         )
     return traces
+
+
+def _grid(
+    name: str, sizes: list[int], table: dict[tuple[int, int], PowerPoint]
+) -> tuple[list[int], list[int], list[str]]:
+    """Batch sizes and limits forming a full grid, and what had to be left out.
+
+    A size traced at only some limits would otherwise shrink every size's limit range
+    (one incomplete row in upstream's RTX 6000 trace leaves two limits of ten), so
+    such sizes are dropped when most sizes cover every limit.
+    """
+    limit_sets = {bs: {p for (b, p) in table if b == bs} for bs in sizes}
+    every = set().union(*limit_sets.values())
+    full = [bs for bs in sizes if limit_sets[bs] == every]
+    if full and 2 * len(full) >= len(sizes):
+        notes = [
+            f"{name}: batch size {bs} left out, traced at {len(limit_sets[bs])} of "
+            f"{len(every)} power limits"
+            for bs in sizes
+            if bs not in full
+        ]
+        return full, sorted(every), notes
+    common = set.intersection(*limit_sets.values())
+    notes = [f"{name}: limits {sorted(every - common)} left out, not traced for every batch size"]
+    return sizes, sorted(common), notes if every - common else []
 
 
 def _default_for(default: int, sizes: list[int]) -> int:
