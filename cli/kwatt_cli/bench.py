@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         _print_tables(report, sys.stdout)
+        _print_summary(report, sys.stdout)
     if args.plot is not None:
         _plot(report, args.plot)
     return 0
@@ -163,6 +164,31 @@ def _print_tables(report: dict[str, Any], out: TextIO) -> None:
             out.write(
                 "  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) + "\n"
             )
+
+
+def _print_summary(report: dict[str, Any], out: TextIO) -> None:
+    """kwatt against Zeus in one glance: regret ratios and last-10 savings."""
+    rows = [wl for wl in report["workloads"] if {"zeus", "kwatt"} <= set(wl["policies"])]
+    if not rows:
+        return
+    out.write("\nkwatt against zeus (regret ratio: lower is better)\n")
+    ratios: dict[str, list[float]] = {"regret": [], "regret_first20": []}
+    for wl in rows:
+        zeus, kwatt = wl["policies"]["zeus"], wl["policies"]["kwatt"]
+        cells = []
+        for key in ratios:
+            ratio = kwatt[key] / zeus[key] if zeus[key] > 0 else float("nan")
+            ratios[key].append(ratio)
+            cells.append(f"{ratio:5.2f}")
+        saving = kwatt["last10_energy_saving_pct"], zeus["last10_energy_saving_pct"]
+        out.write(
+            f"  {wl['name']:<14} regret {cells[0]}  first 20 {cells[1]}  last-10 saving "
+            f"{saving[0]:+.1f}% vs {saving[1]:+.1f}%\n"
+        )
+    means = {k: sum(v) / len(v) for k, v in ratios.items()}
+    out.write(
+        f"  {'mean':<14} regret {means['regret']:5.2f}  first 20 {means['regret_first20']:5.2f}\n"
+    )
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:

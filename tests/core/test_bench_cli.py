@@ -51,7 +51,7 @@ def test_json_has_every_figure_per_policy() -> None:
     assert workload["name"] == "squad"
     assert set(workload["policies"]) == {"default", "zeus", "kwatt", "oracle"}
     for figures in workload["policies"].values():
-        assert KEYS <= set(figures)
+        assert set(figures) >= KEYS
     again = kwatt(
         "bench",
         "--trace-dir",

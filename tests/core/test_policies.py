@@ -121,7 +121,7 @@ def test_zeus_counts_a_run_that_could_not_start_as_a_costly_failure() -> None:
 def test_concurrent_request_gets_the_cheapest_known_size() -> None:
     for policy in (ZeusPolicy(), KwattPolicy()):
         state = policy.init(SPACE, 0)
-        choice, state = policy.choose(state)
+        _, state = policy.choose(state)
         state = policy.observe(state, ok(32, 100.0))
         explore, state = policy.choose(state)
         assert explore.batch_size == 16
