@@ -32,7 +32,6 @@ class SearchSpace:
     default_batch_size: int
     max_limit_w: int
     beta: float = 2.0
-    window: int = 10
 
     def __post_init__(self) -> None:
         if not self.batch_sizes:
@@ -48,8 +47,6 @@ class SearchSpace:
             )
         if self.beta <= 1.0:
             raise PolicyError(f"beta must be greater than 1, got {self.beta}.")
-        if self.window < 2:
-            raise PolicyError(f"The observation window must hold at least 2, got {self.window}.")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

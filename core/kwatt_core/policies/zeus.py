@@ -19,6 +19,7 @@ import numpy as np
 from kwatt_core.policies.base import (
     Choice,
     Outcome,
+    PolicyError,
     SearchSpace,
     State,
     base_state,
@@ -62,12 +63,18 @@ class ZeusPolicy:
     name = "zeus"
     profiling = UPSTREAM_PROFILING
 
+    def __init__(self, window: int = 10) -> None:
+        if window < 2:
+            raise PolicyError(f"The observation window must hold at least 2, got {window}.")
+        self.window = window
+
     def init(self, space: SearchSpace, seed: int) -> State:
         state = base_state(self.name, space, seed)
         state["stage"] = "explore"
         state["pruning"] = _round(list(space.batch_sizes), space.default_batch_size, 0)
         state["arms"] = []
         state["rewards"] = {}
+        state["best_seen"] = None
         return _settle(state)
 
     def choose(self, state: State, in_flight: Sequence[int] = ()) -> tuple[Choice, State]:
@@ -97,7 +104,7 @@ class ZeusPolicy:
         state = remember_limit(state, outcome)
         key = str(outcome.batch_size)
         rewards = dict(state["rewards"])
-        rewards[key] = push_window(rewards.get(key, []), -cost, space.window)
+        rewards[key] = push_window(rewards.get(key, []), -cost, self.window)
         state = {**state, "rewards": rewards, "best_seen": _best_seen(state, outcome, reached)}
         if state["stage"] != "explore":
             return state

@@ -63,7 +63,6 @@ class SimConfig:
     eta: float = 0.5
     beta: float = 2.0
     charge: Charge = "step"
-    window: int = 10
 
 
 def cost_model_for(trace: WorkloadTrace, eta: float) -> CostModel:
@@ -80,7 +79,6 @@ def simulate_job(
         default_batch_size=trace.default_batch_size,
         max_limit_w=max(trace.limits_w),
         beta=config.beta,
-        window=config.window,
     )
     state = policy.init(space, seed)
     luck = np.random.default_rng([seed, 7919]).random((recurrences, MAX_TRIES))
