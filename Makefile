@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit bench demo clean
+.PHONY: venv test lint typecheck unit bench bench-sandbox bench-client gpu-check demo clean
 
 venv: $(STAMP)
 
@@ -20,16 +20,30 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy core/kwatt_core client/kwatt_client cli/kwatt_cli
+	$(BIN)/mypy core/kwatt_core client/kwatt_client cli/kwatt_cli sandbox/kwatt_sandbox \
+		sidecar/kwatt_sidecar
 
 unit: venv
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit
 
+# Speed and quality targets live here, not in timed tests.
 bench: venv
-	$(BIN)/kwatt bench --trace-dir ../shared/traces/zeus/trace --gpu v100 --seeds 5
-	$(BIN)/kwatt bench --trace-dir ../shared/traces/zeus/trace --gpu p100 --seeds 5
+	$(BIN)/kwatt bench --gpu v100 --seeds 5
+	$(BIN)/kwatt bench --gpu p100 --seeds 5
+	$(BIN)/kwatt bench --gpu v100 --seeds 5 --charge upstream --policy zeus
+
+bench-sandbox: venv
+	$(BIN)/python benchmarks/sandbox_scale.py --objects 1000
+
+bench-client: venv
+	$(BIN)/python benchmarks/client_overhead.py
+
+# On a machine with an NVIDIA GPU: train a small model through the client and a real
+# sidecar (NVML). Without a GPU it says so and succeeds.
+gpu-check: venv
+	$(BIN)/python examples/gpu_check.py
 
 demo: bench
 

@@ -18,6 +18,7 @@ from kwatt_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from kwatt_sandbox.nodes import NodeSpec
+    from kwatt_sandbox.server import SandboxServer
 
 HELP = (
     "Run the sandbox cluster: a local Kubernetes API emulator for tests and demos "
@@ -50,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add a simulated node that runs pods as local processes, e.g. --node gpu-0=v100x2 "
         "--node cpu-0 (repeatable; without nodes the sandbox is a bare API server)",
     )
+    parser.add_argument(
+        "--gpu-dir",
+        type=Path,
+        default=None,
+        help="where the simulated GPUs keep their state (default: a temporary folder)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
 
 
@@ -68,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(_serve(port, kubeconfig, args.history, nodes))
+        asyncio.run(_serve(port, kubeconfig, args.history, nodes, args.gpu_dir))
     except OSError as exc:
         raise UsageError(
             f"The sandbox could not listen on 127.0.0.1:{port}: {exc.strerror}."
@@ -92,11 +99,24 @@ def _nodes(options: list[str]) -> list[NodeSpec]:
     return nodes
 
 
-async def _serve(port: int, kubeconfig: Path, history: int, nodes: list[NodeSpec]) -> None:
-    from kwatt_sandbox.kubeconfig import write_kubeconfig
+async def _serve(
+    port: int, kubeconfig: Path, history: int, nodes: list[NodeSpec], gpu_dir: Path | None
+) -> None:
+    import tempfile
+
+    from kwatt_sandbox.gpu.provider import SimulatedGpuProvider
     from kwatt_sandbox.server import SandboxConfig, SandboxServer
 
-    server = SandboxServer(SandboxConfig(port=port, history_size=history, nodes=nodes))
+    with tempfile.TemporaryDirectory(prefix="kwatt-gpus-") as scratch:
+        # GPU nodes get simulated GPUs whose speed and power follow the traces.
+        provider = SimulatedGpuProvider(gpu_dir or Path(scratch))
+        config = SandboxConfig(port=port, history_size=history, nodes=nodes, gpu_provider=provider)
+        await _run_server(SandboxServer(config), kubeconfig)
+
+
+async def _run_server(server: SandboxServer, kubeconfig: Path) -> None:
+    from kwatt_sandbox.kubeconfig import write_kubeconfig
+
     await server.start()
     try:
         write_kubeconfig(kubeconfig, server.url)

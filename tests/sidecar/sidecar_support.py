@@ -20,6 +20,15 @@ from kwatt_sandbox.gpu import device
 from kwatt_sandbox.gpu.provider import SimulatedGpuProvider
 
 NODE = "node-a"
+STARTED: list[subprocess.Popen[str]] = []  # reaped after each test, failed or not
+
+
+def reap() -> None:
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def free_port() -> int:
@@ -125,6 +134,7 @@ def start_sidecar(node: Node, tag: str = "sc", **env: str) -> SidecarProc:
         stderr=stderr_path.open("w"),
         text=True,
     )
+    STARTED.append(proc)
     sc = SidecarProc(proc, port, metrics_port, termination, stderr_path, full)
 
     def ready() -> bool:

@@ -287,11 +287,35 @@ class PodWorker:
                 self._sidecar_tasks.append(task)
                 while run.state != "running" and not self.stopping.is_set():
                     await asyncio.sleep(0.01)
+                await self._startup_probe(name)
             elif run.kind == "init":
                 code = await self._keep_running(name)
                 if code != 0:
                     return False
         return True
+
+    async def _startup_probe(self, name: str) -> None:
+        """Hold the next containers until a sidecar's startupProbe passes, as Kubernetes does.
+
+        httpGet and tcpSocket probes on 127.0.0.1 are supported (every pod here shares
+        the host's network); the probe is tried every 50 ms, and after
+        failureThreshold x periodSeconds the pod goes on without it.
+        """
+        probe = self.containers[name].get("startupProbe") or {}
+        target = probe.get("httpGet") or probe.get("tcpSocket")
+        if not target:
+            return
+        port = _probe_port(target.get("port"), self.containers[name])
+        if port is None:
+            return
+        deadline = time.monotonic() + float(probe.get("failureThreshold", 3)) * float(
+            probe.get("periodSeconds", 10)
+        )
+        path = str(target.get("path", "/")) if "httpGet" in probe else None
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if self.runs[name].state == "running" and await _probe_once(port, path):
+                return
+            await asyncio.sleep(0.05)
 
     async def _keep_running(self, name: str) -> int:
         """Run a container, restarting it as the pod's (or a sidecar's) policy says."""
@@ -514,3 +538,35 @@ class PodWorker:
 
 
 __all__ = ["COMPONENT", "Kubelet", "PodWorker"]
+
+
+def _probe_port(port: Any, container: dict[str, Any]) -> int | None:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int):
+        return port
+    for item in container.get("ports") or []:
+        if item.get("name") == port:
+            return int(item["containerPort"])
+    if isinstance(port, str) and port.isdigit():
+        return int(port)
+    return None
+
+
+async def _probe_once(port: int, path: str | None) -> bool:
+    """One TCP connect, or one HTTP GET that must answer 2xx or 3xx."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        if path is None:
+            return True
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 1.0)
+        parts = line.split()
+        return len(parts) >= 2 and parts[1][:1] in (b"2", b"3")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
