@@ -31,20 +31,9 @@ def kwatt(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_json_has_every_figure_per_policy() -> None:
-    out = kwatt(
-        "bench",
-        "--trace-dir",
-        str(TRACE_DIR),
-        "--gpu",
-        "v100",
-        "--workload",
-        "squad",
-        "--seeds",
-        "2",
-        "--recurrences",
-        "25",
-        "--json",
-    )
+    args = ["bench", "--trace-dir", str(TRACE_DIR), "--gpu", "v100", "--workload", "squad"]
+    args += ["--seeds", "2", "--recurrences", "25", "--json"]
+    out = kwatt(*args)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     (workload,) = report["workloads"]
@@ -52,20 +41,7 @@ def test_json_has_every_figure_per_policy() -> None:
     assert set(workload["policies"]) == {"default", "zeus", "kwatt", "oracle"}
     for figures in workload["policies"].values():
         assert set(figures) >= KEYS
-    again = kwatt(
-        "bench",
-        "--trace-dir",
-        str(TRACE_DIR),
-        "--gpu",
-        "v100",
-        "--workload",
-        "squad",
-        "--seeds",
-        "2",
-        "--recurrences",
-        "25",
-        "--json",
-    )
+    again = kwatt(*args)
     first, second = json.loads(out.stdout), json.loads(again.stdout)
     first.pop("elapsed_s"), second.pop("elapsed_s")
     assert first == second  # same seed, same numbers
