@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from nodes_support import job, job_pods, node_sandbox, wait_condition
 
+from kwatt_core.policies import KwattPolicy, SearchSpace
 from kwatt_core.report import decode
 from kwatt_sandbox.gpu import device
 from kwatt_sandbox.gpu.provider import SimulatedGpuProvider
@@ -123,3 +124,9 @@ def test_training_job_profiles_reports_and_restores(
         (gpu,) = [device.read(directory, uuid) for uuid in device.list_uuids(directory)]
         assert gpu.limit_w == gpu.default_limit_w == 250
         json.loads(found["text"])  # compact JSON, as the operator reads it
+        # What the operator does next: the policy learns from the report and caches the limit.
+        policy = KwattPolicy()
+        space = SearchSpace((256, 512, 1024), 1024, 250)
+        state = policy.observe(policy.init(space, 0), report.outcome())
+        expected = {str(batch_size): report.limit_w} if profiled else {}
+        assert state["limits"] == expected
