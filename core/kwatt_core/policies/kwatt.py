@@ -12,10 +12,15 @@ Why it beats upstream on the traces:
 - Cost against batch size is close to unimodal, so instead of two full pruning
   sweeps it walks from the default towards cheaper neighbours and turns back as
   soon as a neighbour is predicted to cost clearly more than the best
-  (`walk_tol`); it walks the other way only if the default is still near the best.
+  (`walk_tol`), or one step later when the miss came from the noisy factor alone;
+  it walks the other way only if the default is still near the best.
 - Exploratory runs stop once they cost `explore_stop` times the best prediction
   (never later than `beta` times it): such a run cannot be the best arm.
-- Power-limit profiles are cached per batch size, so only new sizes profile.
+- Sampling draws from the posterior with its spread halved (`exploration_scale`):
+  the pooled model already shares what every run teaches, and full-width draws
+  kept re-trying arms a few percent worse long after the model knew better.
+- Power-limit profiles are cached per batch size, so only new sizes profile, and
+  near-ties between limits go to the one that uses less energy.
 State stays bounded: per arm one epoch cost and the last `window` observations.
 """
 
