@@ -21,7 +21,7 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy core/kwatt_core client/kwatt_client cli/kwatt_cli sandbox/kwatt_sandbox \
-		sidecar/kwatt_sidecar
+		sidecar/kwatt_sidecar operator/kwatt_operator
 
 unit: venv
 	$(BIN)/python -m pytest

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kwatt_sandbox.patch import EMPTY_META, PatchMeta
@@ -58,6 +59,7 @@ class ResourceInfo:
     crd_name: str = ""
     storage_version: str = ""
     generation: bool = False  # whether metadata.generation is tracked (jobs, CRDs, CRs)
+    name_column: bool = True  # events' tables lead with Last Seen, not Name
 
     def __post_init__(self) -> None:
         if self.storage == ("", ""):
@@ -206,6 +208,11 @@ def _default_namespace(obj: dict[str, Any]) -> None:
     meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
 
 
+def _default_secret(obj: dict[str, Any]) -> None:
+    if not obj.get("type"):
+        obj["type"] = "Opaque"
+
+
 def _default_crd(obj: dict[str, Any]) -> None:
     spec = obj.setdefault("spec", {})
     names = spec.setdefault("names", {})
@@ -269,6 +276,119 @@ def _job_completions(obj: dict[str, Any]) -> str:
     return f"{succeeded}/{completions}"
 
 
+def _path(obj: Any, path: str) -> Any:
+    for part in path.strip(".").split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def _or_none(path: str) -> Callable[[dict[str, Any]], str]:
+    """A column showing the value at `path`, or <none> as kubectl's printers do."""
+    return lambda obj: str(_path(obj, path) or "<none>")
+
+
+def _readiness_gates(obj: dict[str, Any]) -> str:
+    gates = (obj.get("spec") or {}).get("readinessGates") or []
+    if not gates:
+        return "<none>"
+    conditions = {
+        c.get("type"): c.get("status") for c in (obj.get("status") or {}).get("conditions") or []
+    }
+    ready = sum(1 for g in gates if conditions.get(g.get("conditionType")) == "True")
+    return f"{ready}/{len(gates)}"
+
+
+def _names(key: str) -> Callable[[dict[str, Any]], str]:
+    def names(obj: dict[str, Any]) -> str:
+        containers = _path(obj, ".spec.template.spec.containers") or []
+        return ",".join(str(c.get(key, "")) for c in containers)
+
+    return names
+
+
+def _job_selector(obj: dict[str, Any]) -> str:
+    labels = _path(obj, ".spec.selector.matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in labels.items()) or "<none>"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _job_duration(obj: dict[str, Any]) -> str:
+    status = obj.get("status") or {}
+    start = _parse_time(status.get("startTime"))
+    if start is None:
+        return ""
+    end = _parse_time(status.get("completionTime")) or datetime.now(UTC)
+    from kwatt_sandbox.tables import human_duration  # tables imports this module
+
+    return human_duration((end - start).total_seconds())
+
+
+def _node_roles(obj: dict[str, Any]) -> str:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    prefix = "node-role.kubernetes.io/"
+    roles = sorted(k[len(prefix) :] for k in labels if k.startswith(prefix) and k[len(prefix) :])
+    return ",".join(roles) or "<none>"
+
+
+def _node_address(kind: str) -> Callable[[dict[str, Any]], str]:
+    def address(obj: dict[str, Any]) -> str:
+        for item in (obj.get("status") or {}).get("addresses") or []:
+            if item.get("type") == kind:
+                return str(item.get("address", ""))
+        return "<none>"
+
+    return address
+
+
+def _service_ports(obj: dict[str, Any]) -> str:
+    ports = (obj.get("spec") or {}).get("ports") or []
+    shown = []
+    for port in ports:
+        node = f":{port['nodePort']}" if port.get("nodePort") else ""
+        shown.append(f"{port.get('port', '')}{node}/{port.get('protocol', 'TCP')}")
+    return ",".join(shown) or "<none>"
+
+
+def _service_selector(obj: dict[str, Any]) -> str:
+    selector = (obj.get("spec") or {}).get("selector") or {}
+    return ",".join(f"{k}={v}" for k, v in selector.items()) or "<none>"
+
+
+def _default_service(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    spec.setdefault("clusterIP", "None" if spec.get("clusterIP") == "None" else "10.96.0.1")
+    spec.setdefault("clusterIPs", [spec["clusterIP"]])
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+
+
+def _event_source(obj: dict[str, Any]) -> str:
+    source = obj.get("source") or {}
+    component = source.get("component") or obj.get("reportingComponent") or ""
+    host = source.get("host")
+    return f"{component}, {host}" if host else str(component)
+
+
+def _event_first_seen(obj: dict[str, Any]) -> Any:
+    return (
+        obj.get("firstTimestamp")
+        or obj.get("eventTime")
+        or (obj.get("metadata") or {}).get("creationTimestamp")
+    )
+
+
 def _len_data(obj: dict[str, Any]) -> int:
     return len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
 
@@ -287,6 +407,19 @@ def _event_last_seen(obj: dict[str, Any]) -> Any:
 
 
 AGE = PrinterColumn("Age", "date", ".metadata.creationTimestamp")
+
+EVENT_COLUMNS = (
+    PrinterColumn("Last Seen", "date", compute=_event_last_seen),
+    PrinterColumn("Type", json_path=".type"),
+    PrinterColumn("Reason", json_path=".reason"),
+    PrinterColumn("Object", compute=_event_object),
+    PrinterColumn("Subobject", json_path=".involvedObject.fieldPath", priority=1),
+    PrinterColumn("Source", compute=_event_source, priority=1),
+    PrinterColumn("Message", json_path=".message"),
+    PrinterColumn("First Seen", "date", compute=_event_first_seen, priority=1),
+    PrinterColumn("Count", "integer", compute=lambda o: int(o.get("count") or 1), priority=1),
+    PrinterColumn("Name", json_path=".metadata.name", priority=1),
+)
 
 _ALL = ("all",)
 
@@ -348,8 +481,12 @@ def builtin_resources() -> list[ResourceInfo]:
                 PrinterColumn("Status", compute=_pod_status),
                 PrinterColumn("Restarts", "integer", compute=_pod_restarts),
                 AGE,
-                PrinterColumn("IP", json_path=".status.podIP", priority=1),
-                PrinterColumn("Node", json_path=".spec.nodeName", priority=1),
+                PrinterColumn("IP", compute=_or_none(".status.podIP"), priority=1),
+                PrinterColumn("Node", compute=_or_none(".spec.nodeName"), priority=1),
+                PrinterColumn(
+                    "Nominated Node", compute=_or_none(".status.nominatedNodeName"), priority=1
+                ),
+                PrinterColumn("Readiness Gates", compute=_readiness_gates, priority=1),
             ),
             patch_meta=POD_META,
             field_selectors=pod_fields,
@@ -365,7 +502,23 @@ def builtin_resources() -> list[ResourceInfo]:
             False,
             ("no",),
             subresources=("status",),
-            columns=(PrinterColumn("Status", compute=_node_status), AGE),
+            columns=(
+                PrinterColumn("Status", compute=_node_status),
+                PrinterColumn("Roles", compute=_node_roles),
+                AGE,
+                PrinterColumn("Version", json_path=".status.nodeInfo.kubeletVersion"),
+                PrinterColumn("Internal-IP", compute=_node_address("InternalIP"), priority=1),
+                PrinterColumn("External-IP", compute=_node_address("ExternalIP"), priority=1),
+                PrinterColumn("OS-Image", json_path=".status.nodeInfo.osImage", priority=1),
+                PrinterColumn(
+                    "Kernel-Version", json_path=".status.nodeInfo.kernelVersion", priority=1
+                ),
+                PrinterColumn(
+                    "Container-Runtime",
+                    json_path=".status.nodeInfo.containerRuntimeVersion",
+                    priority=1,
+                ),
+            ),
             patch_meta=NODE_META,
             field_selectors=("spec.unschedulable",),
         ),
@@ -377,13 +530,8 @@ def builtin_resources() -> list[ResourceInfo]:
             "Event",
             True,
             ("ev",),
-            columns=(
-                PrinterColumn("Last Seen", "date", compute=_event_last_seen),
-                PrinterColumn("Type", json_path=".type"),
-                PrinterColumn("Reason", json_path=".reason"),
-                PrinterColumn("Object", compute=_event_object),
-                PrinterColumn("Message", json_path=".message"),
-            ),
+            columns=EVENT_COLUMNS,
+            name_column=False,
             patch_meta=PLAIN_META,
             field_selectors=event_fields,
             field_aliases={"source": "source.component"},
@@ -396,13 +544,8 @@ def builtin_resources() -> list[ResourceInfo]:
             "Event",
             True,
             ("ev",),
-            columns=(
-                PrinterColumn("Last Seen", "date", compute=_event_last_seen),
-                PrinterColumn("Type", json_path=".type"),
-                PrinterColumn("Reason", json_path=".reason"),
-                PrinterColumn("Object", compute=_event_object),
-                PrinterColumn("Message", json_path=".message"),
-            ),
+            columns=EVENT_COLUMNS,
+            name_column=False,
             patch_meta=PLAIN_META,
             field_selectors=event_fields,
             field_aliases={"source": "source.component"},
@@ -433,6 +576,7 @@ def builtin_resources() -> list[ResourceInfo]:
             ),
             patch_meta=PLAIN_META,
             field_selectors=("type",),
+            defaulter=_default_secret,
         ),
         ResourceInfo(
             "",
@@ -458,7 +602,11 @@ def builtin_resources() -> list[ResourceInfo]:
             columns=(
                 PrinterColumn("Status", compute=_job_status),
                 PrinterColumn("Completions", compute=_job_completions),
+                PrinterColumn("Duration", compute=_job_duration),
                 AGE,
+                PrinterColumn("Containers", compute=_names("name"), priority=1),
+                PrinterColumn("Images", compute=_names("image"), priority=1),
+                PrinterColumn("Selector", compute=_job_selector, priority=1),
             ),
             patch_meta=JOB_META,
             field_selectors=("status.successful",),
@@ -481,6 +629,41 @@ def builtin_resources() -> list[ResourceInfo]:
             patch_meta=_meta(),
             defaulter=_default_crd,
             generation=True,
+        ),
+        ResourceInfo(
+            "",
+            "v1",
+            "services",
+            "service",
+            "Service",
+            True,
+            ("svc",),
+            _ALL,
+            ("status",),
+            columns=(
+                PrinterColumn("Type", json_path=".spec.type"),
+                PrinterColumn("Cluster-IP", compute=_or_none(".spec.clusterIP")),
+                PrinterColumn("External-IP", compute=lambda _: "<none>"),
+                PrinterColumn("Port(s)", compute=_service_ports),
+                AGE,
+                PrinterColumn("Selector", compute=_service_selector, priority=1),
+            ),
+            patch_meta=_meta(spec=PatchMeta(fields={"ports": PatchMeta(merge_key="port")})),
+            defaulter=_default_service,
+            status_on_create={"loadBalancer": {}},
+        ),
+        *(
+            ResourceInfo(
+                "authorization.k8s.io",
+                "v1",
+                kind.lower() + "s",
+                kind.lower(),
+                kind,
+                False,
+                verbs=("create",),
+                patch_meta=PLAIN_META,
+            )
+            for kind in ("SelfSubjectAccessReview", "SelfSubjectRulesReview")
         ),
         ResourceInfo(
             "coordination.k8s.io",

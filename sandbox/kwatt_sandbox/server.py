@@ -24,7 +24,7 @@ from urllib.parse import unquote
 import yaml
 from aiohttp import web
 
-from kwatt_sandbox import discovery, openapi
+from kwatt_sandbox import discovery, openapi, protobuf
 from kwatt_sandbox.audit import AuditLog, AuditRecord
 from kwatt_sandbox.errors import ApiError, bad_request, gone
 from kwatt_sandbox.faults import Faults, RequestTarget
@@ -341,8 +341,15 @@ class SandboxServer:
                     return _json_response(doc)
             if path == "/openapi/v2":
                 accept = request.headers.get("Accept", "")
+                if "protobuf" in accept and "json" not in accept:
+                    body = protobuf.openapi_v2_document(
+                        "Kubernetes (kwatt sandbox emulator)", discovery.VERSION_INFO["gitVersion"]
+                    )
+                    return web.Response(
+                        body=body, headers={"Content-Type": protobuf.OPENAPI_V2_PROTOBUF}
+                    )
                 if accept and "json" not in accept and "*/*" not in accept:
-                    raise ApiError(406, "only application/json is served for /openapi/v2")
+                    raise ApiError(406, "only JSON and protobuf are served for /openapi/v2")
                 return _json_response(openapi.v2_document(registry))
             if path == "/openapi/v3":
                 return _json_response(openapi.v3_root(registry))
@@ -377,6 +384,11 @@ class SandboxServer:
         ctype = request.content_type
         if not raw:
             return None
+        if "protobuf" in ctype:
+            try:
+                return protobuf.decode_object(raw)
+            except protobuf.ProtobufError as exc:
+                raise ApiError(415, str(exc), reason="UnsupportedMediaType") from exc
         try:
             if "yaml" in ctype:
                 return yaml.safe_load(raw)
@@ -552,6 +564,8 @@ class SandboxServer:
         self, request: web.Request, info: ResourceInfo, route: Route
     ) -> web.StreamResponse:
         body = await self._body(request)
+        if info.group == "authorization.k8s.io":
+            return _json_response(access_review(body), 201)
         obj, warnings = self.store.create_with_warnings(
             info,
             route.namespace,
@@ -685,6 +699,10 @@ class SandboxServer:
             container = main[0]
         if container not in containers:
             raise bad_request(f"container {container} is not valid for pod {route.name}")
+        if _flag(request.query.get("previous")) and not _restarted(pod, container):
+            raise bad_request(
+                f'previous terminated container "{container}" in pod "{route.name}" not found'
+            )
         logs = self.store.logs
         ns = route.namespace
         text = logs.read(ns, route.name, container)
@@ -718,6 +736,31 @@ class SandboxServer:
             await asyncio.sleep(0.05)
         await response.write_eof()
         return response
+
+
+def _restarted(pod: dict[str, Any], container: str) -> bool:
+    """Whether `container` has a previous (terminated) instance, i.e. restarted."""
+    status = pod.get("status") or {}
+    return any(
+        s.get("name") == container and int(s.get("restartCount") or 0) > 0
+        for key in ("containerStatuses", "initContainerStatuses")
+        for s in status.get(key) or []
+    )
+
+
+def access_review(body: Any) -> dict[str, Any]:
+    """Answer a SelfSubject{Access,Rules}Review: the sandbox allows everything."""
+    review = dict(body) if isinstance(body, dict) else {}
+    review.setdefault("metadata", {}).setdefault("creationTimestamp", None)
+    if review.get("kind") == "SelfSubjectRulesReview":
+        review["status"] = {
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": False,
+        }
+    else:
+        review["status"] = {"allowed": True, "reason": "the sandbox authorizes every request"}
+    return review
 
 
 async def _run_gc(server: SandboxServer) -> None:

@@ -145,7 +145,7 @@ def render_table(
     include_object: str = "Metadata",
     clock: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
-    """A Table with a Name column plus the resource's columns, one row per object."""
+    """A Table with a Name column (unless the kind has none) plus its columns, one row each."""
     now = clock()
     columns = [
         {
@@ -155,7 +155,7 @@ def render_table(
             "description": _NAME_DESC,
             "priority": 0,
         }
-    ]
+    ][: 1 if info.name_column else 0]
     for col in info.columns:
         columns.append(
             {
@@ -169,7 +169,7 @@ def render_table(
     rows = []
     for obj in objects:
         row: dict[str, Any] = {
-            "cells": [obj.get("metadata", {}).get("name", "")]
+            "cells": [obj.get("metadata", {}).get("name", "")][: 1 if info.name_column else 0]
             + [_cell(col, obj, now) for col in info.columns]
         }
         if include_object == "Object":

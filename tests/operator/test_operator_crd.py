@@ -1,0 +1,255 @@
+"""The TrainingJob CRD: one file, a valid apiextensions.k8s.io/v1 shape, and a schema
+whose defaults and validation behave as DESIGN.md's contract says once an API
+server (the project's sandbox emulator) serves it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import KUBECTL, eventually
+
+from kwatt_operator import crd, spec
+from kwatt_sandbox.testing import Sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = {
+    "template": {"spec": {"containers": [{"name": "train", "image": "example.com/train:1"}]}},
+    "batchSizes": {"candidates": [8, 16, 32], "default": 16},
+    "target": {"metric": "accuracy", "value": 0.6},
+}
+
+
+def _props(schema: dict[str, Any], *path: str) -> dict[str, Any]:
+    node = schema
+    for key in path:
+        node = node["properties"][key]
+    return node
+
+
+def test_one_file_is_the_source_of_truth() -> None:
+    on_disk = yaml.safe_load((REPO / "crds" / "trainingjob.yaml").read_text())
+    assert crd.load_crd() == on_disk
+    assert crd.crd_path().resolve() == (REPO / "crds" / "trainingjob.yaml").resolve()
+    first = crd.load_crd()
+    first["spec"]["group"] = "changed"
+    assert crd.load_crd()["spec"]["group"] == "kwatt.dev"  # callers get copies
+
+
+def test_crd_has_the_apiextensions_v1_shape() -> None:
+    doc = crd.load_crd()
+    assert doc["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert doc["kind"] == "CustomResourceDefinition"
+    assert doc["metadata"]["name"] == "trainingjobs.kwatt.dev" == crd.CRD_NAME
+    s = doc["spec"]
+    assert s["group"] == "kwatt.dev" and s["scope"] == "Namespaced"
+    names = s["names"]
+    assert (names["kind"], names["plural"], names["singular"]) == (
+        "TrainingJob",
+        "trainingjobs",
+        "trainingjob",
+    )
+    assert names["shortNames"] == ["tj"]
+    (version,) = s["versions"]
+    assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert {"State", "Runs", "Batch", "Limit (W)", "Energy (J)", "Age"} <= set(columns)
+    assert columns["Age"] == {
+        "name": "Age",
+        "type": "date",
+        "jsonPath": ".metadata.creationTimestamp",
+    }
+    for column in columns.values():
+        assert column["type"] in {"integer", "number", "string", "boolean", "date"}
+        assert column["jsonPath"].startswith(".")
+
+
+def _check_structural(node: dict[str, Any], path: str, problems: list[str]) -> None:
+    """Kubernetes' structural-schema rules that a YAML typo would break."""
+    preserve = node.get("x-kubernetes-preserve-unknown-fields") or node.get(
+        "x-kubernetes-int-or-string"
+    )
+    if "type" not in node and not preserve:
+        problems.append(f"{path}: no type")
+    for banned in ("$ref", "oneOf", "anyOf", "allOf", "not"):
+        if banned in node and path.count(".") < 1:
+            problems.append(f"{path}: {banned} at the root")
+    if "exclusiveMinimum" in node and not isinstance(node["exclusiveMinimum"], bool):
+        problems.append(f"{path}: exclusiveMinimum must be a boolean in apiextensions v1")
+    if node.get("type") == "array" and "items" not in node:
+        problems.append(f"{path}: array without items")
+    if "default" in node:
+        problems.extend(_check_default(node["default"], node, path))
+    for key, sub in (node.get("properties") or {}).items():
+        _check_structural(sub, f"{path}.{key}", problems)
+    if isinstance(node.get("items"), dict):
+        _check_structural(node["items"], f"{path}[]", problems)
+    if node.get("x-kubernetes-embedded-resource"):
+        problems.append(f"{path}: embedded resources need apiVersion/kind; a PodTemplate has none")
+
+
+def _check_default(value: Any, node: dict[str, Any], path: str) -> list[str]:
+    expected = {"string": str, "boolean": bool, "object": dict, "array": list}.get(node["type"])
+    if node["type"] in ("integer", "number"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = expected is not None and isinstance(value, expected)
+    if "enum" in node and value not in node["enum"]:
+        ok = False
+    return [] if ok else [f"{path}: default {value!r} does not fit its schema"]
+
+
+def test_schema_is_structural() -> None:
+    problems: list[str] = []
+    _check_structural(crd.openapi_schema(), "", problems)
+    assert problems == []
+
+
+def test_crd_defaults_equal_the_parsers_defaults() -> None:
+    s = _props(crd.openapi_schema(), "spec")
+    assert _props(s, "batchSizes", "env")["default"] == spec.DEFAULT_BATCH_SIZE_ENV
+    assert _props(s, "target", "higherIsBetter")["default"] is spec.DEFAULT_HIGHER_IS_BETTER
+    assert _props(s, "objective", "eta")["default"] == spec.DEFAULT_ETA == 0.5
+    assert _props(s, "objective", "beta")["default"] == spec.DEFAULT_BETA == 2
+    assert _props(s, "powerLimit", "mode")["default"] == spec.DEFAULT_POWER_MODE == "optimize"
+    assert _props(s, "powerLimit", "mode")["enum"] == list(spec.POWER_MODES)
+    assert _props(s, "powerLimit", "warmupSteps")["default"] == spec.DEFAULT_WARMUP_STEPS == 10
+    assert _props(s, "powerLimit", "measureSteps")["default"] == spec.DEFAULT_MEASURE_STEPS == 40
+    assert _props(s, "concurrencyPolicy")["default"] == spec.DEFAULT_CONCURRENCY == "Forbid"
+    assert _props(s, "concurrencyPolicy")["enum"] == list(spec.CONCURRENCY_POLICIES)
+    assert _props(s, "suspend")["default"] is False
+    assert _props(s, "historyLimit")["default"] == spec.DEFAULT_HISTORY_LIMIT == 20
+    assert _props(s, "historyLimit")["maximum"] == spec.MAX_HISTORY_LIMIT == 100
+    status = _props(crd.openapi_schema(), "status")
+    assert _props(status, "history")["maxItems"] == spec.MAX_HISTORY_LIMIT
+    # Nested defaults only apply when the parent exists: the parents default to {}.
+    assert _props(s, "objective")["default"] == {} == _props(s, "powerLimit")["default"]
+
+
+# --- served by an API server ----------------------------------------------------------------
+
+
+def _register(api_client: Any) -> Any:
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(api_client)
+    ext.create_custom_resource_definition(crd.load_crd())
+    custom = client.CustomObjectsApi(api_client)
+    eventually(
+        lambda: (
+            custom.list_namespaced_custom_object("kwatt.dev", "v1alpha1", "default", "trainingjobs")
+            is not None
+        )
+    )
+    return custom
+
+
+def _tj(name: str, spec_: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kwatt.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": spec_,
+    }
+
+
+@pytest.mark.timeout(60)
+def test_served_crd_defaults_validates_and_prints(sandbox: Sandbox, api_client: Any) -> None:
+    from kubernetes.client.rest import ApiException
+
+    custom = _register(api_client)
+    created = custom.create_namespaced_custom_object(
+        "kwatt.dev", "v1alpha1", "default", "trainingjobs", _tj("cifar", SPEC)
+    )
+    s = created["spec"]
+    assert s["objective"] == {"eta": 0.5, "beta": 2}
+    assert s["powerLimit"] == {"mode": "optimize", "warmupSteps": 10, "measureSteps": 40}
+    assert s["batchSizes"]["env"] == "KWATT_BATCH_SIZE"
+    assert s["target"]["higherIsBetter"] is True
+    assert (s["concurrencyPolicy"], s["suspend"], s["historyLimit"]) == ("Forbid", False, 20)
+    assert "schedule" not in s and "backoffLimit" not in s
+    # What the API server stored, the operator's parser accepts, with the same values.
+    parsed = spec.parse_spec(s)
+    assert parsed.objective.eta == 0.5 and parsed.power_limit.mode == "optimize"
+
+    bad = {**SPEC, "objective": {"eta": 1.5}}
+    with pytest.raises(ApiException) as info:
+        custom.create_namespaced_custom_object(
+            "kwatt.dev", "v1alpha1", "default", "trainingjobs", _tj("bad", bad)
+        )
+    assert info.value.status == 422
+    body = json.loads(info.value.body)
+    fields = [cause.get("field") for cause in body["details"]["causes"]]
+    assert "spec.objective.eta" in fields
+    assert "spec.objective.eta" in body["message"]
+
+    for wrong, field in [
+        ({**SPEC, "objective": {"beta": 1}}, "spec.objective.beta"),
+        ({**SPEC, "powerLimit": {"mode": "turbo"}}, "spec.powerLimit.mode"),
+        ({**SPEC, "batchSizes": {"candidates": [], "default": 8}}, "spec.batchSizes.candidates"),
+        ({**SPEC, "historyLimit": 101}, "spec.historyLimit"),
+        ({k: v for k, v in SPEC.items() if k != "target"}, "spec.target"),
+    ]:
+        with pytest.raises(ApiException) as info:
+            custom.create_namespaced_custom_object(
+                "kwatt.dev", "v1alpha1", "default", "trainingjobs", _tj("wrong", wrong)
+            )
+        assert info.value.status == 422, field
+        assert field in info.value.body, field
+
+    # The status subresource carries what the printer columns show.
+    custom.patch_namespaced_custom_object_status(
+        "kwatt.dev",
+        "v1alpha1",
+        "default",
+        "trainingjobs",
+        "cifar",
+        {
+            "status": {
+                "state": "Running",
+                "runs": 3,
+                "currentBatchSize": 16,
+                "currentPowerLimitWatts": 175,
+                "totals": {"energyJoules": 12345.5, "seconds": 60},
+                "savings": {"energyPercent": 21.5, "timePercent": -3.0},
+            }
+        },
+    )
+    result = subprocess.run(
+        [KUBECTL, "get", "tj"], env=sandbox.env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split() == [
+        "NAME",
+        "STATE",
+        "RUNS",
+        "BATCH",
+        "LIMIT",
+        "(W)",
+        "ENERGY",
+        "(J)",
+        "AGE",
+    ]
+    assert row.split()[:6] == ["cifar", "Running", "3", "16", "175", "12345.5"]
+    wide = subprocess.run(
+        [KUBECTL, "get", "trainingjobs", "-o", "wide"],
+        env=sandbox.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "SAVED (%)" in wide.stdout and "21.5" in wide.stdout
+
+
+def test_python_names_match_the_file() -> None:
+    doc = crd.load_crd()
+    assert doc["spec"]["group"] == crd.GROUP and doc["spec"]["names"]["kind"] == crd.KIND
+    assert doc["spec"]["names"]["plural"] == crd.PLURAL
+    assert f"{crd.GROUP}/{doc['spec']['versions'][0]['name']}" == crd.API_VERSION
