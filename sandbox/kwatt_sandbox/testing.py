@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -166,3 +167,24 @@ def running_sandbox(
         finally:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(15)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll `check` until it returns something truthy (or stops raising) before the deadline.
+
+    Tests against the sandbox wait on controllers and processes; polling with a
+    deadline keeps them fast when things are quick and patient when the machine is busy.
+    """
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:
+            last = exc
+        time.sleep(interval)
+    if last is not None:
+        raise AssertionError(f"condition not met within {timeout}s: {last!r}") from last
+    raise AssertionError(f"condition not met within {timeout}s")

@@ -6,14 +6,14 @@ The sandbox is the project's Kubernetes API emulator (tests and demos only).
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kwatt_sandbox.testing import Sandbox, running_sandbox
+from kwatt_sandbox.testing import eventually as eventually  # re-exported for the tests
 
 KUBECTL = "/usr/bin/kubectl"
 TJ_UID = "0b7c5d5e-5a4b-4c7e-9a11-1f0f3f0a2b3c"
@@ -52,21 +52,6 @@ def sample_trainingjob(**spec: Any) -> dict[str, Any]:
         },
         "spec": base,
     }
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll `check` until it returns something truthy without raising."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"not met within {timeout}s: {last!r}")
 
 
 @pytest.fixture

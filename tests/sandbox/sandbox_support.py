@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from kwatt_sandbox.testing import eventually as eventually  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = Path(__file__).parent / "manifests"
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `check` until it returns a truthy value (or stops raising) before the deadline."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except AssertionError as exc:
-            last = exc
-        except Exception as exc:
-            last = exc
-        time.sleep(interval)
-    if last is not None:
-        raise AssertionError(f"condition not met within {timeout}s: {last!r}") from last
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class Kubectl:
