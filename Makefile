@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit bench bench-sandbox bench-client gpu-check demo clean
+.PHONY: venv controlplane test lint typecheck unit bench bench-sandbox bench-client gpu-check demo clean
 
 venv: $(STAMP)
 
@@ -23,7 +23,12 @@ typecheck: venv
 	$(BIN)/mypy core/kwatt_core client/kwatt_client cli/kwatt_cli sandbox/kwatt_sandbox \
 		sidecar/kwatt_sidecar operator/kwatt_operator
 
-unit: venv
+# The sandbox's real Kubernetes control plane, built with Go once per machine into
+# ~/.cache/kwatt (or $KWATT_CACHE_DIR); does nothing when it is already there.
+controlplane: venv
+	$(BIN)/python -m kwatt_sandbox.controlplane.build
+
+unit: venv controlplane
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit

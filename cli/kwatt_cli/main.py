@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("kwatt_cli.bench", "Compare batch-size policies on Zeus traces.", "core"),
     "sandbox": (
         "kwatt_cli.sandbox",
-        "Run the local Kubernetes API emulator (tests and demos only).",
+        "Run the sandbox cluster: real control plane, simulated GPU nodes (tests, demos).",
         "sandbox",
     ),
 }

@@ -1,11 +1,8 @@
-"""kwatt's sandbox cluster: a Kubernetes API emulator for tests and demos.
+"""kwatt's sandbox cluster: a real Kubernetes control plane with simulated GPU nodes.
 
-This is an emulator for tests and demos; production is a real cluster. It serves
-the Kubernetes REST API over real HTTP on 127.0.0.1 so that kubectl, kopf and the
-`kubernetes` client work against it unchanged. Start one from Python with
-`kwatt_sandbox.testing.running_sandbox`, or from a shell with `kwatt sandbox`.
+A test and demo harness; production is a real cluster. etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler are Kubernetes' own binaries, built once
+per machine from their Go modules (`kwatt_sandbox.controlplane`); only the kubelets
+(`kwatt_sandbox.nodes`) and the GPUs (`kwatt_sandbox.gpu`) are simulated. Start one
+with `kwatt sandbox`, or from tests with `kwatt_sandbox.testing.running_sandbox`.
 """
-
-from kwatt_sandbox.server import HARNESS_NOTICE, SandboxConfig, SandboxServer
-
-__all__ = ["HARNESS_NOTICE", "SandboxConfig", "SandboxServer"]

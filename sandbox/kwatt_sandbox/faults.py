@@ -1,21 +1,34 @@
-"""Faults injected on request: API errors, 409 storms, slow answers, dropped watches,
-killed containers (carried out by the simulated nodes' kubelet).
+"""Faults injected on request: API errors, 409 storms, slow answers, dropped watches
+(applied by the fault proxy in front of the API server), killed containers and stopped
+node heartbeats (carried out by the node agents).
 
-Part of the sandbox cluster, an emulator for tests and demos; production is a real
-cluster. Every fault is bounded by a count and optionally by a time to live, so a
-test cannot leave the sandbox broken. Thread-safe: tests inject from their own
-thread while the server consults the rules on its loop thread.
+Part of the sandbox cluster, a test and demo harness; production is a real cluster.
+Every fault is bounded by a count or a time to live, so a test cannot leave the
+sandbox broken. Thread-safe: tests inject from their own thread while the proxy and
+the node agents consult the rules on theirs.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+# The `kind` values `add_from_dict` takes (a Rule's own kind says what is done: a
+# "conflicts" spec makes an "error" rule, a "slow" one a "delay" rule).
+KINDS = (
+    "error",
+    "conflicts",
+    "slow",
+    "drop_watch",
+    "gone_watch",
+    "kill_container",
+    "stop_heartbeat",
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,7 @@ class Rule:
     """One active fault; `remaining` None means unlimited (until `expires`)."""
 
     id: int
-    kind: str  # "error", "delay", "drop_watch", "gone_watch", "kill_container"
+    kind: str  # "error", "delay", "drop_watch", "gone_watch", "kill_container", "stop_heartbeat"
     match: Match
     remaining: int | None
     expires: float | None
@@ -89,8 +102,12 @@ class Rule:
             "remaining": self.remaining,
             "expires": self.expires,
             "code": self.code,
+            "message": self.message,
+            "reason": self.reason,
             "delay": self.delay,
+            "after": self.after,
             "hits": self.hits,
+            "extra": dict(self.extra),
         }
 
 
@@ -108,9 +125,9 @@ class Faults:
         self, kind: str, match: Match, count: int | None, ttl: float | None, **kw: Any
     ) -> Rule:
         if count is not None and count < 1:
-            raise ValueError("A fault needs a count of at least 1 (or None for no limit).")
+            raise ValueError("A fault's 'count' must be at least 1 (or None for no limit).")
         if count is None and ttl is None:
-            raise ValueError("A fault needs a count or a time to live, so that it ends.")
+            raise ValueError("A fault needs a 'count' or a 'ttl' (time to live), so that it ends.")
         expires = time.monotonic() + ttl if ttl is not None else None
         rule = Rule(next(self._ids), kind, match, count, expires, **kw)
         with self._lock:
@@ -145,7 +162,7 @@ class Faults:
         self,
         resource: str,
         *,
-        count: int = 3,
+        count: int | None = 3,
         namespace: str | None = None,
         name: str | None = None,
         ttl: float | None = None,
@@ -238,6 +255,28 @@ class Faults:
                 return True
         return False
 
+    def stop_heartbeat(
+        self, node: str, *, count: int | None = None, ttl: float | None = 60.0
+    ) -> Rule:
+        """Have node agent `node` skip renewing its Lease and Node status, so the control
+        plane sees it go silent: for `ttl` seconds, or for its next `count` renewals."""
+        return self._add("stop_heartbeat", Match(None, "nodes", None, node), count, ttl)
+
+    def take_heartbeat_stop(self, node: str) -> bool:
+        """For a node agent: whether to skip this heartbeat (uses one count, if counted)."""
+        with self._lock:
+            now = time.monotonic()
+            for rule in self._rules:
+                if rule.kind != "stop_heartbeat" or not rule.live(now):
+                    continue
+                if rule.match.name not in (None, node):
+                    continue
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                rule.hits += 1
+                return True
+        return False
+
     def drop_open_watches(self, resource: str | None = None, how: str = "drop") -> None:
         """Cut every watch that is open now (`how`: "drop" closes, "gone" sends 410)."""
         with self._lock:
@@ -284,54 +323,154 @@ class Faults:
                 return rule
         return None
 
-    def add_from_dict(self, spec: dict[str, Any]) -> Rule:
-        """Create a rule from the JSON body of `POST /sandbox/faults`."""
+    def add_from_dict(self, spec: Any) -> Rule:
+        """Create a rule from the JSON body of `POST /sandbox/faults`.
+
+        The body comes from outside the test process, so every field is checked and
+        any mistake is a ValueError whose sentence names the field (never a TypeError).
+        """
+        if not isinstance(spec, dict):
+            raise ValueError('A fault must be a JSON object, such as {"kind": "error"}.')
         kind = spec.get("kind", "error")
-        common: dict[str, Any] = {
-            "resource": spec.get("resource"),
-            "namespace": spec.get("namespace"),
-            "ttl": spec.get("ttl"),
-        }
-        count = spec.get("count", 1)
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise ValueError(f"Field 'kind' must be one of {', '.join(KINDS)}, not {_show(kind)}.")
+        allowed = _FIELDS[kind]
+        for key in spec:
+            if key != "kind" and key not in allowed:
+                raise ValueError(
+                    f"Field {_show(key)} does not apply to a {kind} fault; it takes "
+                    f"{', '.join(sorted(allowed))}."
+                )
+        v = _Spec(spec)
+        count = v.count("count", None if kind == "stop_heartbeat" else 1)
+        ttl = v.optional_seconds("ttl")
+        namespace = v.text("namespace")
         if kind == "error":
             return self.error(
-                int(spec.get("code", 500)),
-                verb=spec.get("verb"),
-                name=spec.get("name"),
+                v.code("code", 500),
+                verb=v.text("verb"),
+                resource=v.text("resource"),
+                name=v.text("name"),
+                message=v.text("message") or "",
+                reason=v.text("reason") or "",
+                namespace=namespace,
                 count=count,
-                message=spec.get("message", ""),
-                **common,
+                ttl=ttl,
             )
         if kind == "conflicts":
             return self.conflicts(
-                str(spec.get("resource")),
+                v.text("resource", required=True) or "",
+                name=v.text("name"),
+                namespace=namespace,
                 count=count,
-                namespace=spec.get("namespace"),
-                name=spec.get("name"),
-                ttl=spec.get("ttl"),
+                ttl=ttl,
             )
         if kind == "slow":
             return self.slow(
-                float(spec.get("delay", 1.0)),
-                verb=spec.get("verb"),
-                name=spec.get("name"),
+                v.seconds("delay", 1.0),
+                verb=v.text("verb"),
+                resource=v.text("resource"),
+                name=v.text("name"),
+                namespace=namespace,
                 count=count,
-                **common,
+                ttl=ttl,
             )
-        if kind == "drop_watch":
-            return self.drop_watches(count=count, after=float(spec.get("after", 0.0)), **common)
-        if kind == "gone_watch":
-            return self.expire_watches(count=count, after=float(spec.get("after", 0.0)), **common)
+        if kind in ("drop_watch", "gone_watch"):
+            add = self.drop_watches if kind == "drop_watch" else self.expire_watches
+            return add(
+                resource=v.text("resource"),
+                after=v.seconds("after", 0.0),
+                namespace=namespace,
+                count=count,
+                ttl=ttl,
+            )
         if kind == "kill_container":
+            name, pod = v.text("name"), v.text("pod")
+            if name is not None and pod is not None and name != pod:
+                raise ValueError("Fields 'name' and 'pod' name the same pod: give only one.")
             return self.kill_container(
-                namespace=spec.get("namespace"),
-                pod=spec.get("name") or spec.get("pod"),
-                container=spec.get("container"),
+                pod=name if name is not None else pod,
+                container=v.text("container"),
+                after=v.seconds("after", 0.0),
+                namespace=namespace,
                 count=count,
-                after=float(spec.get("after", 0.0)),
-                ttl=spec.get("ttl"),
+                ttl=ttl,
             )
-        raise ValueError(
-            f"Unknown fault kind {kind!r}: use error, conflicts, slow, drop_watch, gone_watch "
-            "or kill_container."
-        )
+        # stop_heartbeat: no namespace, and the method's own time to live when none is given
+        node = v.text("node", required=True) or ""
+        if "ttl" in spec:
+            return self.stop_heartbeat(node, count=count, ttl=ttl)
+        return self.stop_heartbeat(node, count=count)
+
+
+_MATCH = frozenset({"namespace", "count", "ttl"})
+_FIELDS: dict[str, frozenset[str]] = {
+    "error": _MATCH | {"verb", "resource", "name", "code", "message", "reason"},
+    "conflicts": _MATCH | {"resource", "name"},
+    "slow": _MATCH | {"verb", "resource", "name", "delay"},
+    "drop_watch": _MATCH | {"resource", "after"},
+    "gone_watch": _MATCH | {"resource", "after"},
+    "kill_container": _MATCH | {"name", "pod", "container", "after"},
+    "stop_heartbeat": frozenset({"node", "count", "ttl"}),
+}
+
+
+def _show(value: Any) -> str:
+    """A value for an error message, short enough not to echo a huge body back."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Spec:
+    """Typed reads of one fault's JSON fields, each failing with a sentence naming the field."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self._spec = spec
+
+    def text(self, key: str, *, required: bool = False) -> str | None:
+        value = self._spec.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str):
+            need = "a string" if required else "a string or null"
+            raise ValueError(f"Field '{key}' must be {need}, not {_show(value)}.")
+        return value
+
+    def count(self, key: str, default: int | None) -> int | None:
+        value = self._spec.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"Field '{key}' must be a positive integer (or null for no limit), "
+                f"not {_show(value)}."
+            )
+        return value
+
+    def code(self, key: str, default: int) -> int:
+        value = self._spec.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
+            raise ValueError(
+                f"Field '{key}' must be an integer HTTP status from 400 to 599, not {_show(value)}."
+            )
+        return value
+
+    def seconds(self, key: str, default: float) -> float:
+        value = self._spec.get(key, default)
+        number: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:
+                number = None
+        if number is None or not math.isfinite(number) or number < 0:
+            raise ValueError(
+                f"Field '{key}' must be a non-negative, finite number of seconds, "
+                f"not {_show(value)}."
+            )
+        return number
+
+    def optional_seconds(self, key: str) -> float | None:
+        if self._spec.get(key) is None:
+            return None
+        return self.seconds(key, 0.0)

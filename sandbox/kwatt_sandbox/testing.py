@@ -1,178 +1,280 @@
-"""Start a sandbox cluster from Python: for pytest fixtures and demos.
+"""Start a sandbox cluster for tests and demos, or use any other cluster through a kubeconfig.
 
-This is an emulator for tests and demos; production is a real cluster.
+The sandbox is a test and demo harness (a real control plane, simulated nodes and
+GPUs); production is a real cluster. `running_sandbox` starts `kwatt sandbox` as a
+child process — the very command a person runs — waits for its ready file, and
+stops it with SIGTERM at the end:
 
     with running_sandbox(tmp_path) as sb:
-        subprocess.run(["kubectl", "get", "ns"], env=sb.env(), check=True)
-        sb.call(sb.store.logs.append, "default", "pod-1", "main", "hello\\n")
+        sb.kubectl("get", "nodes")
+        sb.faults.error(500, resource="widgets", count=2)   # through the fault proxy
 
-The server runs on its own event loop in a background thread; `call` and `run`
-execute callables and coroutines on that loop, which is the only thread allowed
-to touch the store.
+`external_cluster(kubeconfig)` gives the same handle for another cluster (no fault
+proxy, no node agents: tests that need them skip).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
+import json
 import os
-import threading
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from kwatt_sandbox.audit import AuditLog
-from kwatt_sandbox.faults import Faults
-from kwatt_sandbox.kubeconfig import write_kubeconfig
-from kwatt_sandbox.server import Controller, SandboxConfig, SandboxServer
-from kwatt_sandbox.store import Store
+from kwatt_sandbox.controlplane.build import Binaries, ensure_binaries
 
-T = TypeVar("T")
+START_TIMEOUT_S = 120.0
+
+
+class SandboxError(RuntimeError):
+    """The sandbox did not start; the message carries its output."""
+
+
+class FaultsClient:
+    """Inject faults through the sandbox's proxy (and its node agents) over HTTPS.
+
+    Method names and arguments are those of kwatt_sandbox.faults.Faults.
+    """
+
+    def __init__(self, proxy_url: str, context: ssl.SSLContext) -> None:
+        self.url = proxy_url.rstrip("/") + "/sandbox/faults"
+        self._context = context
+
+    def _call(self, method: str, path: str = "", body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, context=self._context, timeout=10) as response:
+            text = response.read().decode()
+        return json.loads(text) if text else None
+
+    def add(self, kind: str, **spec: Any) -> dict[str, Any]:
+        rule: dict[str, Any] = self._call("POST", "", {"kind": kind, **spec})
+        return rule
+
+    def error(self, code: int, **spec: Any) -> dict[str, Any]:
+        return self.add("error", code=code, **spec)
+
+    def conflicts(self, resource: str, **spec: Any) -> dict[str, Any]:
+        return self.add("conflicts", resource=resource, **spec)
+
+    def slow(self, delay: float, **spec: Any) -> dict[str, Any]:
+        return self.add("slow", delay=delay, **spec)
+
+    def drop_watches(self, **spec: Any) -> dict[str, Any]:
+        return self.add("drop_watch", **spec)
+
+    def expire_watches(self, **spec: Any) -> dict[str, Any]:
+        return self.add("gone_watch", **spec)
+
+    def kill_container(self, **spec: Any) -> dict[str, Any]:
+        return self.add("kill_container", **spec)
+
+    def stop_heartbeat(self, node: str, **spec: Any) -> dict[str, Any]:
+        return self.add("stop_heartbeat", node=node, **spec)
+
+    def drop_open_watches(self, resource: str | None = None, how: str = "drop") -> None:
+        self._call("POST", "/drop-open-watches", {"resource": resource, "how": how})
+
+    def rules(self) -> list[dict[str, Any]]:
+        rules: list[dict[str, Any]] = self._call("GET")["items"]
+        return rules
+
+    def clear(self) -> None:
+        self._call("DELETE")
 
 
 @dataclass
-class Sandbox:
-    """A running sandbox: its URL, kubeconfig, and handles on its store, audit and faults."""
+class Cluster:
+    """A cluster for tests: its kubeconfig, and the sandbox's extras when it is one."""
 
-    server: SandboxServer
-    loop: asyncio.AbstractEventLoop
     kubeconfig: Path
-    _thread: threading.Thread = field(repr=False)
+    binaries: Binaries | None = None
+    proxy_kubeconfig: Path | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    faults: FaultsClient | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return self.server.url
+    def is_sandbox(self) -> bool:
+        return self.proc is not None
 
     @property
-    def store(self) -> Store:
-        """The object store; touch it only through `call` (it lives on the loop thread)."""
-        return self.server.store
+    def kubectl_path(self) -> str:
+        """The cached kubectl v1.37.2 built with the control plane, else the PATH's."""
+        if self.binaries is not None:
+            return str(self.binaries.path("kubectl"))
+        return "kubectl"
 
-    @property
-    def audit(self) -> AuditLog:
-        return self.server.audit
-
-    @property
-    def faults(self) -> Faults:
-        return self.server.faults
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(*args, **kwargs)` on the server's loop thread and return its result."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def invoke() -> None:
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        self.loop.call_soon_threadsafe(invoke)
-        return future.result(timeout=30)
-
-    def run(self, coro: Awaitable[T], timeout: float = 30) -> T:
-        """Run a coroutine on the server's loop and wait for it."""
-
-        async def wrapper() -> T:
-            return await coro
-
-        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(timeout)
-
-    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+    def env(self, base: dict[str, str] | None = None, *, proxy: bool = False) -> dict[str, str]:
         """An environment for subprocesses (kubectl, kopf) that points them here."""
         env = dict(os.environ if base is None else base)
-        env["KUBECONFIG"] = str(self.kubeconfig)
+        config = self.proxy_kubeconfig if proxy and self.proxy_kubeconfig else self.kubeconfig
+        env["KUBECONFIG"] = str(config)
+        if self.binaries is not None:
+            env["PATH"] = f"{self.binaries.directory}{os.pathsep}{env.get('PATH', '')}"
         return env
 
-    def add_controller(self, name: str, controller: Controller) -> None:
-        """Plug in a background controller (e.g. a Job controller or a kubelet)."""
-        self.call(self.server.add_controller, name, controller)
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; output as text."""
+        result = subprocess.run(
+            [self.kubectl_path, *args],
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
+            )
+        return result
 
-    def compact(self) -> int:
-        """Forget the watch history: older resourceVersions then get 410 Gone."""
-        return self.call(self.store.compact)
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
-    def create(self, obj: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
-        """Create an object from a manifest dict, bypassing HTTP (for test setup)."""
+    def api_client(self, *, proxy: bool = False) -> Any:
+        """A `kubernetes.client.ApiClient` configured from the (proxy) kubeconfig."""
+        from kubernetes import client, config
 
-        def do() -> dict[str, Any]:
-            info = self.store.info_for(obj["apiVersion"], obj["kind"])
-            ns = obj.get("metadata", {}).get("namespace", namespace) if info.namespaced else ""
-            return self.store.create(info, ns, obj)
+        configuration = client.Configuration()
+        path = self.proxy_kubeconfig if proxy and self.proxy_kubeconfig else self.kubeconfig
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(path), client_configuration=configuration
+        )
+        return client.ApiClient(configuration)
 
-        return self.call(do)
+    def log_tail(self, component: str, lines: int = 30) -> str:
+        """The end of a control-plane component's log (sandbox only)."""
+        directory = self.state.get("logs")
+        if not directory:
+            return ""
+        try:
+            text = (Path(directory) / f"{component}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
 
-    def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> dict[str, Any]:
-        def do() -> dict[str, Any]:
-            info = self.store.info_for(api_version, kind)
-            return self.store.get(info, namespace, name)
 
-        return self.call(do)
-
-    def write_log(self, namespace: str, pod: str, container: str, text: str) -> None:
-        """Append container output, as a kubelet would; `kubectl logs` serves it."""
-        self.call(self.store.logs.append, namespace, pod, container, text)
+def sandbox_command(
+    kubeconfig: Path, proxy_kubeconfig: Path, ready_file: Path, nodes: list[str] | None
+) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "kwatt_cli.main",
+        "sandbox",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--proxy-kubeconfig",
+        str(proxy_kubeconfig),
+        "--ready-file",
+        str(ready_file),
+    ]
+    for node in nodes or []:
+        argv += ["--node", node]
+    return argv
 
 
 @contextmanager
 def running_sandbox(
     directory: Path | None = None,
     *,
-    config: SandboxConfig | None = None,
-    kubeconfig: Path | None = None,
-    controllers: tuple[tuple[str, Controller], ...] = (),
-) -> Iterator[Sandbox]:
-    """Start a sandbox API server in a background thread; stop it on exit.
+    nodes: list[str] | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> Iterator[Cluster]:
+    """Start `kwatt sandbox` (building the control plane first if needed) and stop it after.
 
-    The kubeconfig goes to `kubeconfig`, or `directory/kubeconfig`, or a temporary
-    directory's.
+    `nodes` are `--node` options (default: the command's own default nodes).
     """
-    import tempfile
-
-    server = SandboxServer(config)
-    for name, controller in controllers:
-        server.add_controller(name, controller)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    failure: list[BaseException] = []
-
-    def main() -> None:
-        asyncio.set_event_loop(loop)
+    binaries = ensure_binaries(sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="kwatt-sandbox-test-") as tmp:
+        base = directory or Path(tmp)
+        base.mkdir(parents=True, exist_ok=True)
+        kubeconfig, proxy_kubeconfig = base / "kubeconfig", base / "proxy.kubeconfig"
+        ready = base / "ready.json"
+        output = base / "sandbox.out"
+        with output.open("wb") as out:
+            proc = subprocess.Popen(
+                sandbox_command(kubeconfig, proxy_kubeconfig, ready, nodes),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            loop.run_until_complete(server.start())
-        except BaseException as exc:
-            failure.append(exc)
-            ready.set()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
+            state = _wait_ready(proc, ready, output, timeout)
+            pki = Path(state["directory"]) / "pki"
+            context = ssl.create_default_context(cafile=str(pki / "kwatt-sandbox-ca.crt"))
+            context.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+            yield Cluster(
+                kubeconfig=kubeconfig,
+                binaries=binaries,
+                proxy_kubeconfig=proxy_kubeconfig,
+                state=state,
+                faults=FaultsClient(state["proxy_url"], context),
+                proc=proc,
+            )
         finally:
-            loop.run_until_complete(server.stop())
-            loop.close()
+            stop_sandbox(proc)
 
-    thread = threading.Thread(target=main, name="kwatt-sandbox", daemon=True)
-    thread.start()
-    if not ready.wait(30):
-        raise RuntimeError("The sandbox API server did not start within 30 seconds.")
-    if failure:
-        raise RuntimeError(f"The sandbox API server failed to start: {failure[0]}") from failure[0]
-    with tempfile.TemporaryDirectory(prefix="kwatt-sandbox-") as tmp:
-        path = kubeconfig or (directory or Path(tmp)) / "kubeconfig"
-        write_kubeconfig(path, server.url)
+
+def stop_sandbox(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM, as Ctrl-C would; SIGKILL if it does not stop in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
         try:
-            yield Sandbox(server, loop, path, thread)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(15)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes], ready: Path, output: Path, timeout: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready.exists():
+            state: dict[str, Any] = json.loads(ready.read_text())
+            return state
+        if proc.poll() is not None:
+            raise SandboxError(
+                f"kwatt sandbox exited with {proc.returncode}:\n{output.read_text()[-4000:]}"
+            )
+        time.sleep(0.1)
+    stop_sandbox(proc)
+    raise SandboxError(
+        f"kwatt sandbox was not ready in {timeout:.0f}s:\n{output.read_text()[-4000:]}"
+    )
+
+
+def external_cluster(kubeconfig: Path) -> Cluster:
+    """Any other cluster: tests that need the sandbox's faults or node agents skip there."""
+    if not kubeconfig.is_file():
+        raise SandboxError(f"The kubeconfig {kubeconfig} does not exist.")
+    from kwatt_sandbox.controlplane.build import find_binaries
+
+    return Cluster(kubeconfig=kubeconfig, binaries=find_binaries())
 
 
 def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     """Poll `check` until it returns something truthy (or stops raising) before the deadline.
 
-    Tests against the sandbox wait on controllers and processes; polling with a
+    Tests against a cluster wait on controllers and processes; polling with a
     deadline keeps them fast when things are quick and patient when the machine is busy.
     """
     deadline = time.monotonic() + timeout
@@ -188,3 +290,14 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float 
     if last is not None:
         raise AssertionError(f"condition not met within {timeout}s: {last!r}") from last
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+__all__ = [
+    "Cluster",
+    "FaultsClient",
+    "SandboxError",
+    "eventually",
+    "external_cluster",
+    "running_sandbox",
+    "stop_sandbox",
+]

@@ -1,21 +1,16 @@
-"""Fixtures for the operator's tests: a sample TrainingJob and a sandbox API server.
-
-The sandbox is the project's Kubernetes API emulator (tests and demos only).
-"""
+"""Fixtures for the operator's tests: a sample TrainingJob and a client of the session's
+cluster (the sandbox, a test harness: see tests/conftest.py)."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kwatt_sandbox.testing import Sandbox, running_sandbox
-from kwatt_sandbox.testing import eventually as eventually  # re-exported for the tests
+from kwatt_sandbox.testing import Cluster
 
-KUBECTL = "/usr/bin/kubectl"
 TJ_UID = "0b7c5d5e-5a4b-4c7e-9a11-1f0f3f0a2b3c"
 
 
@@ -55,17 +50,7 @@ def sample_trainingjob(**spec: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    with running_sandbox(tmp_path) as sb:
-        yield sb
-
-
-@pytest.fixture
-def api_client(sandbox: Sandbox) -> Iterator[Any]:
-    """A `kubernetes.client.ApiClient` pointed at the sandbox through its kubeconfig."""
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(sandbox.kubeconfig), client_configuration=configuration)
-    with client.ApiClient(configuration) as api:
+def api_client(cluster: Cluster) -> Iterator[Any]:
+    """A `kubernetes.client.ApiClient` pointed at the cluster through its kubeconfig."""
+    with cluster.api_client() as api:
         yield api

@@ -1,21 +1,19 @@
 """The TrainingJob CRD: one file, a valid apiextensions.k8s.io/v1 shape, and a schema
-whose defaults and validation behave as DESIGN.md's contract says once an API
-server (the project's sandbox emulator) serves it.
+whose defaults, validation (CEL rules included) and printer columns behave as
+DESIGN.md's contract says once a real kube-apiserver (the session's cluster) serves it.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import KUBECTL, eventually
 
 from kwatt_operator import crd, spec
-from kwatt_sandbox.testing import Sandbox
+from kwatt_sandbox.testing import Cluster, eventually
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = {
@@ -135,15 +133,16 @@ def test_crd_defaults_equal_the_parsers_defaults() -> None:
 # --- served by an API server ----------------------------------------------------------------
 
 
-def _register(api_client: Any) -> Any:
+def _register(cluster: Cluster, api_client: Any, namespace: str) -> Any:
+    """Apply the CRD server-side (idempotent: other tests of the session apply it too)."""
     from kubernetes import client
 
-    ext = client.ApiextensionsV1Api(api_client)
-    ext.create_custom_resource_definition(crd.load_crd())
+    cluster.kubectl("apply", "--server-side", "-f", str(crd.crd_path()))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}")
     custom = client.CustomObjectsApi(api_client)
     eventually(
         lambda: (
-            custom.list_namespaced_custom_object("kwatt.dev", "v1alpha1", "default", "trainingjobs")
+            custom.list_namespaced_custom_object("kwatt.dev", "v1alpha1", namespace, "trainingjobs")
             is not None
         )
     )
@@ -160,12 +159,14 @@ def _tj(name: str, spec_: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(60)
-def test_served_crd_defaults_validates_and_prints(sandbox: Sandbox, api_client: Any) -> None:
+def test_served_crd_defaults_validates_and_prints(
+    cluster: Cluster, api_client: Any, namespace: str
+) -> None:
     from kubernetes.client.rest import ApiException
 
-    custom = _register(api_client)
+    custom = _register(cluster, api_client, namespace)
     created = custom.create_namespaced_custom_object(
-        "kwatt.dev", "v1alpha1", "default", "trainingjobs", _tj("cifar", SPEC)
+        "kwatt.dev", "v1alpha1", namespace, "trainingjobs", _tj("cifar", SPEC)
     )
     s = created["spec"]
     assert s["objective"] == {"eta": 0.5, "beta": 2}
@@ -181,7 +182,7 @@ def test_served_crd_defaults_validates_and_prints(sandbox: Sandbox, api_client: 
     bad = {**SPEC, "objective": {"eta": 1.5}}
     with pytest.raises(ApiException) as info:
         custom.create_namespaced_custom_object(
-            "kwatt.dev", "v1alpha1", "default", "trainingjobs", _tj("bad", bad)
+            "kwatt.dev", "v1alpha1", namespace, "trainingjobs", _tj("bad", bad)
         )
     assert info.value.status == 422
     body = json.loads(info.value.body)
@@ -198,7 +199,7 @@ def test_served_crd_defaults_validates_and_prints(sandbox: Sandbox, api_client: 
     ]:
         with pytest.raises(ApiException) as info:
             custom.create_namespaced_custom_object(
-                "kwatt.dev", "v1alpha1", "default", "trainingjobs", _tj("wrong", wrong)
+                "kwatt.dev", "v1alpha1", namespace, "trainingjobs", _tj("wrong", wrong)
             )
         assert info.value.status == 422, field
         assert field in info.value.body, field
@@ -207,7 +208,7 @@ def test_served_crd_defaults_validates_and_prints(sandbox: Sandbox, api_client: 
     custom.patch_namespaced_custom_object_status(
         "kwatt.dev",
         "v1alpha1",
-        "default",
+        namespace,
         "trainingjobs",
         "cifar",
         {
@@ -221,10 +222,7 @@ def test_served_crd_defaults_validates_and_prints(sandbox: Sandbox, api_client: 
             }
         },
     )
-    result = subprocess.run(
-        [KUBECTL, "get", "tj"], env=sandbox.env(), capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+    result = cluster.kubectl("get", "tj", "-n", namespace)
     header, row = result.stdout.splitlines()[:2]
     assert header.split() == [
         "NAME",
@@ -238,14 +236,32 @@ def test_served_crd_defaults_validates_and_prints(sandbox: Sandbox, api_client: 
         "AGE",
     ]
     assert row.split()[:6] == ["cifar", "Running", "3", "16", "175", "12345.5"]
-    wide = subprocess.run(
-        [KUBECTL, "get", "trainingjobs", "-o", "wide"],
-        env=sandbox.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    wide = cluster.kubectl("get", "trainingjobs", "-o", "wide", "-n", namespace)
     assert "SAVED (%)" in wide.stdout and "21.5" in wide.stdout
+
+
+@pytest.mark.timeout(60)
+def test_cel_rules_reject_inconsistent_specs(
+    cluster: Cluster, api_client: Any, namespace: str
+) -> None:
+    """The CRD's x-kubernetes-validations run in the real API server: a default batch size
+    outside the candidates, and a fixed power limit without watts, are refused with the
+    CRD's own messages (kubectl shows them to the user as they are)."""
+    _register(cluster, api_client, namespace)
+    not_a_candidate = {**SPEC, "batchSizes": {"candidates": [8, 16, 32], "default": 64}}
+    fixed_without_watts = {**SPEC, "powerLimit": {"mode": "fixed"}}
+    for name, wrong, message in [
+        ("off-list", not_a_candidate, "spec.batchSizes.default must be one of"),
+        ("no-watts", fixed_without_watts, "spec.powerLimit.fixedWatts is required"),
+    ]:
+        result = cluster.kubectl(
+            "create", "-n", namespace, "-f", "-", input=json.dumps(_tj(name, wrong)), check=False
+        )
+        assert result.returncode != 0
+        assert "is invalid" in result.stderr and message in result.stderr, result.stderr
+        assert cluster.kubectl("get", "tj", name, "-n", namespace, check=False).returncode != 0
+    fine = {**SPEC, "powerLimit": {"mode": "fixed", "fixedWatts": 200}}
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(_tj("fine", fine)))
 
 
 def test_python_names_match_the_file() -> None:

@@ -9,8 +9,8 @@ import re
 from typing import Any
 
 import pytest
-from conftest import TJ_UID, sample_trainingjob
 
+from conftest import TJ_UID, sample_trainingjob
 from kwatt_core import contract
 from kwatt_core.policies.base import Choice
 from kwatt_operator.jobs import (

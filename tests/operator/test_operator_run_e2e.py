@@ -1,28 +1,24 @@
-"""A Job built by kwatt_operator.jobs really runs: on the sandbox's simulated GPU node the
-trainer (the sandbox's trace-driven trainer, using the real client) and the injected
-sidecar run to completion, and the sidecar's report decodes for the policy.
-
-The sandbox is the project's API emulator with simulated nodes (tests and demos only).
+"""A Job built by kwatt_operator.jobs really runs: the real Job controller and scheduler
+place it on the sandbox's simulated V100 node, where the trainer (the sandbox's
+trace-driven trainer, using the real client) and the injected native sidecar run to
+completion, and the sidecar's report, read from the Pod's status, decodes for the policy.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import eventually
 
 from kwatt_core import contract
 from kwatt_core.policies.base import Choice
 from kwatt_core.report import decode
-from kwatt_operator.crd import load_crd
+from kwatt_operator.crd import crd_path
 from kwatt_operator.jobs import SidecarSettings, build_job
-from kwatt_sandbox.gpu.provider import SimulatedGpuProvider
-from kwatt_sandbox.nodes import NodeSpec
-from kwatt_sandbox.server import SandboxConfig
-from kwatt_sandbox.testing import running_sandbox
+from kwatt_sandbox.testing import Cluster, eventually
 
 
 def free_port() -> int:
@@ -32,7 +28,7 @@ def free_port() -> int:
         return port
 
 
-def trainingjob() -> dict[str, Any]:
+def trainingjob(namespace: str) -> dict[str, Any]:
     trainer = {
         "name": "train",
         "image": "ignored:1",
@@ -43,7 +39,7 @@ def trainingjob() -> dict[str, Any]:
     return {
         "apiVersion": "kwatt.dev/v1alpha1",
         "kind": "TrainingJob",
-        "metadata": {"name": "cifar", "namespace": "default", "labels": {"team": "vision"}},
+        "metadata": {"name": "cifar", "namespace": namespace, "labels": {"team": "vision"}},
         "spec": {
             "template": {
                 "spec": {
@@ -60,52 +56,46 @@ def trainingjob() -> dict[str, Any]:
     }
 
 
-@pytest.mark.timeout(90)
-def test_built_job_completes_and_reports(tmp_path: Path) -> None:
-    provider = SimulatedGpuProvider(tmp_path / "gpus")
-    config = SandboxConfig(
-        nodes=[NodeSpec(name="gpu-0", gpu_model="v100", gpu_count=1)], gpu_provider=provider
+@pytest.mark.timeout(120)
+def test_built_job_completes_and_reports(sandbox: Cluster, namespace: str, tmp_path: Path) -> None:
+    sandbox.kubectl("apply", "--server-side", "-f", str(crd_path()))
+    sandbox.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.kwatt.dev")
+    tj = eventually(
+        lambda: json.loads(
+            sandbox.kubectl(
+                "create", "-o", "json", "-f", "-", input=json.dumps(trainingjob(namespace))
+            ).stdout
+        ),
+        timeout=30,
     )
-    with running_sandbox(tmp_path, config=config) as sb:
-        sb.create(load_crd())
-        tj = eventually(lambda: sb.create(trainingjob()))
-        settings = SidecarSettings(
-            image="ignored:1",
-            port=free_port(),
-            metrics_port=free_port(),
-            state_dir_host_path=str(tmp_path / "state"),
-        )
-        job = build_job(tj, 1, Choice(256, None, None, "explore"), settings)
-        sb.create(job)
-
-        def complete() -> dict[str, Any] | None:
-            found = sb.get("batch/v1", "Job", "cifar-run-1", "default")
-            conds = (found.get("status") or {}).get("conditions") or []
-            failed = [c for c in conds if c["type"] == "Failed" and c["status"] == "True"]
-            assert not failed, failed
-            done = any(c["type"] == "Complete" and c["status"] == "True" for c in conds)
-            return found if done else None
-
-        done = eventually(complete, timeout=80)
-        assert done["status"]["succeeded"] == 1
-        assert done["metadata"]["ownerReferences"][0]["uid"] == tj["metadata"]["uid"]
-
-        def pods() -> list[dict[str, Any]]:
-            info = sb.store.resolve("", "v1", "pods")
-            return [
-                p
-                for p in sb.store.list_objects(info, "default")
-                if p["metadata"].get("labels", {}).get("kwatt.dev/run") == "1"
-            ]
-
-        (pod,) = sb.call(pods)
-        assert pod["status"]["phase"] == "Succeeded"
-        (status,) = [
-            s
-            for s in pod["status"]["initContainerStatuses"]
-            if s["name"] == contract.SIDECAR_CONTAINER
-        ]
-        report = decode(status["state"]["terminated"]["message"])
-        assert report.result == "reached" and report.batch_size == 256
-        assert report.mode == "optimize" and report.profile_complete
-        assert report.energy_j > 0 and report.epochs > 0
+    settings = SidecarSettings(
+        image="ignored:1",
+        port=free_port(),
+        metrics_port=free_port(),
+        state_dir_host_path=str(tmp_path / "state"),
+    )
+    job = build_job(tj, 1, Choice(256, None, None, "explore"), settings)
+    sandbox.kubectl("create", "-f", "-", input=json.dumps(job))
+    sandbox.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Complete",
+        "job/cifar-run-1",
+        "--timeout=100s",
+        timeout=110,
+    )
+    done = sandbox.kubectl_json("get", "-n", namespace, "job/cifar-run-1")
+    assert done["status"]["succeeded"] == 1
+    assert done["metadata"]["ownerReferences"][0]["uid"] == tj["metadata"]["uid"]
+    (pod,) = sandbox.kubectl_json("get", "pods", "-n", namespace, "-l", "kwatt.dev/run=1")["items"]
+    assert pod["status"]["phase"] == "Succeeded"
+    assert pod["spec"]["nodeName"] == "gpu-0"  # the real scheduler found the GPU node
+    (status,) = [
+        s for s in pod["status"]["initContainerStatuses"] if s["name"] == contract.SIDECAR_CONTAINER
+    ]
+    report = decode(status["state"]["terminated"]["message"])
+    assert report.result == "reached" and report.batch_size == 256
+    assert report.mode == "optimize" and report.profile_complete
+    assert report.energy_j > 0 and report.epochs > 0
+    assert "v100" in report.gpu_model.lower()

@@ -7,8 +7,8 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import sample_trainingjob
 
+from conftest import sample_trainingjob
 from kwatt_core.policies.base import SearchSpace
 from kwatt_operator.spec import SpecError, find_trainer, parse_spec
 

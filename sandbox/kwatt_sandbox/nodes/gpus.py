@@ -1,6 +1,6 @@
 """GPU providers: the devices a simulated node has and the env its containers get.
 
-Part of the sandbox cluster, an emulator for tests and demos; production is a real
+Part of the sandbox cluster, a test and demo harness; production is a real
 cluster, where a device plugin and the NVIDIA container runtime do this. A provider
 is consulted once per GPU node at start (`devices`) and once per container start
 (`container_env`); `PlainGpuProvider` only names devices, while a trace-driven

@@ -1,24 +1,28 @@
-"""A kubelet for the simulated nodes: runs each pod's containers as local processes.
+"""The kubelet of one simulated node: runs the pods bound to it as local processes.
 
-Part of the sandbox cluster, an emulator for tests and demos; production is a real
-cluster. Images are ignored: a container's `command` + `args` run as a process on
-this machine, in a new process group, inheriting this process's environment (PATH,
-the virtualenv, PYTHONPATH; host NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES are
-dropped) plus the GPU provider's env and the container's own env. A first word of
-`python`, `python3` or `python3.N` is replaced by `sys.executable`, so that
-`python -m kwatt_...` runs this interpreter and sees this environment.
+Part of the sandbox cluster (a test and demo harness; production is a real cluster).
+It speaks to the API server only as a kubelet does, with the node's own identity:
+it watches the pods bound to its node, sets up their volumes (a real ServiceAccount
+token among them), writes `pods/status`, records events, and deletes a pod for good
+once its processes have ended after a graceful deletion.
 
-Termination messages: a process here cannot write the container path
-`/dev/termination-log`, so each container's `terminationMessagePath` is mapped to a
-host file `<pod dir>/<container>/termination-log`, and any env value of that
-container equal to its terminationMessagePath is rewritten to the host file. (kwatt's
-operator sets KWATT_TERMINATION_PATH to the container's terminationMessagePath, so
-its sidecar finds the file on real clusters and here.) After exit, up to 4096 bytes
-of it become `state.terminated.message`; FallbackToLogsOnError falls back to the log.
+Images are ignored: a container's `command` + `args` run as a process on this
+machine, inside its own mount and PID namespaces (`shim.py`: the pod's volumes are
+bind-mounted at their mountPaths, and nothing of the container outlives its main
+process or the sandbox). A first word `python`, `python3` or `python3.N` becomes this
+interpreter. The environment is minimal, as in a container: PATH, HOSTNAME, HOME,
+the `KUBERNETES_SERVICE_*` variables that in-cluster clients read, the GPU
+provider's variables and the container's own env — never the sandbox's own.
+
+Termination messages: as a runtime does, the kubelet bind-mounts a file of its own,
+`<pod dir>/<container>/termination-log`, at the container's `terminationMessagePath`
+(default /dev/termination-log; the mount point is made once, empty, on the host).
+After exit, up to 4096 bytes of it become `state.terminated.message`;
+FallbackToLogsOnError falls back to the end of the log.
 
 Order, as for native sidecars: regular init containers run to completion in order;
 sidecars (init containers with restartPolicy Always) start in order and count as
-started once their process runs; then main containers start. When every main
+started once their startupProbe passes; then main containers start. When every main
 container has exited, sidecars get SIGTERM in reverse order and SIGKILL once the
 pod's terminationGracePeriodSeconds are over; their exit codes do not fail the pod.
 Restarts (OnFailure/Always, and sidecars) wait a short back-off (0.2 s doubling to
@@ -30,18 +34,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import signal
-import tempfile
+import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kwatt_sandbox.errors import ApiError
+import aiohttp
+
+from kwatt_sandbox.nodes.api import ApiClient, ApiError, now_rfc3339
 from kwatt_sandbox.nodes.events import record_event
 from kwatt_sandbox.nodes.gpus import GpuProvider
 from kwatt_sandbox.nodes.ledger import GpuLedger
+from kwatt_sandbox.nodes.logserver import ContainerLog, append_log, log_text
 from kwatt_sandbox.nodes.nodes import HOST_IP
 from kwatt_sandbox.nodes.podspec import (
     DEFAULT_TERMINATION_PATH,
@@ -52,150 +59,168 @@ from kwatt_sandbox.nodes.podspec import (
     container_runs,
     fallback_message,
     final_phase,
-    map_termination_path,
     merge_gpu_env,
     pod_status,
     resolve_env,
     termination_message,
 )
 from kwatt_sandbox.nodes.process import ContainerProcess
-from kwatt_sandbox.store import Store, WatchEvent, now_rfc3339
+from kwatt_sandbox.nodes.shim import Mount, write_spec
+from kwatt_sandbox.nodes.volumes import VolumeBuilder, VolumeError, container_mounts
 
 if TYPE_CHECKING:
     from kwatt_sandbox.faults import Faults
 
 log = logging.getLogger(__name__)
 COMPONENT = "kubelet"
-_HOST_ENV_DROPPED = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "KUBECONFIG")
+Obj = dict[str, Any]
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _BACKOFF_START, _BACKOFF_MAX = 0.2, 2.0
+_API_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError)
 
 
 class Kubelet:
-    """The kubelet of every simulated node (they all share this machine)."""
+    """Runs the pods that the scheduler binds to `node`."""
 
     def __init__(
         self,
-        store: Store,
+        node: str,
+        api: ApiClient,
         ledger: GpuLedger,
         provider: GpuProvider,
-        nodes: dict[str, dict[str, Any]],
+        allocatable: Obj,
         faults: Faults,
-        pod_dir: Path | None = None,
+        pod_dir: Path,
+        service_port: int,
     ) -> None:
-        self.store = store
+        self.node = node
+        self.api = api
         self.ledger = ledger
         self.provider = provider
-        self.nodes = nodes  # node name -> allocatable
+        self.allocatable = allocatable
         self.faults = faults
-        self._own_dir = pod_dir is None
-        self.pod_dir = pod_dir or Path(tempfile.mkdtemp(prefix="kwatt-sandbox-pods-"))
+        self.pod_dir = pod_dir
+        self.service_port = service_port
         self.workers: dict[str, PodWorker] = {}
-        self._pods = store.resolve("", "v1", "pods")
-        self._wake = asyncio.Event()
-        store.subscribe(self._note)
-        store.pod_terminators.append(self._terminator)
-
-    # --- watching the store ----------------------------------------------------------------
-
-    def _note(self, event: WatchEvent) -> None:
-        if event.storage != ("", "pods"):
-            return
-        uid = str(event.obj["metadata"].get("uid", ""))
-        worker = self.workers.get(uid)
-        if event.type == "DELETED":
-            if worker is not None:
-                worker.orphaned()
-                if worker.finished:
-                    self.workers.pop(uid, None)
-            return
-        if worker is None and (event.obj.get("spec") or {}).get("nodeName") in self.nodes:
-            self._wake.set()
-
-    def _terminator(self, pod: dict[str, Any]) -> bool:
-        """Graceful deletion: the pod stays (deletionTimestamp set) until its processes end."""
-        worker = self.workers.get(str(pod["metadata"].get("uid", "")))
-        if worker is None or worker.finished:
-            return False
-        asyncio.get_running_loop().call_soon(worker.delete_requested)
-        return True
 
     async def run(self) -> None:
+        """Watch the pods bound to this node for as long as the agent runs."""
+        kills = asyncio.get_running_loop().create_task(self._kill_loop())
         try:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.05)
-                self._wake.clear()
-                self._start_new_pods()
-                self._inject_kills()
+            async for kind, pod in self.api.watch(
+                "/api/v1/pods", {"fieldSelector": f"spec.nodeName={self.node}"}
+            ):
+                self._note(kind, pod)
         finally:
+            kills.cancel()
             await self.shutdown()
 
-    def _start_new_pods(self) -> None:
-        for pod in self.store.list_objects(self._pods, None):
-            meta, spec = pod["metadata"], pod.get("spec") or {}
-            if (
-                spec.get("nodeName") not in self.nodes
-                or meta["uid"] in self.workers
-                or meta.get("deletionTimestamp")
-                or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-            ):
-                continue
-            worker = PodWorker(self, pod)
-            self.workers[meta["uid"]] = worker
-            worker.task = asyncio.get_running_loop().create_task(
-                worker.run(), name=f"pod {meta['namespace']}/{meta['name']}"
-            )
+    def _note(self, kind: str, pod: Obj) -> None:
+        meta = pod.get("metadata") or {}
+        uid = str(meta.get("uid", ""))
+        worker = self.workers.get(uid)
+        if kind == "DELETED":
+            if worker is not None:
+                worker.orphaned()
+            return
+        if worker is not None:
+            worker.pod = pod
+            if meta.get("deletionTimestamp"):
+                worker.delete_requested()
+            return
+        if meta.get("deletionTimestamp"):
+            self._spawn(self._delete_unstarted(pod), f"delete {meta.get('name')}")
+            return
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        worker = PodWorker(self, pod)
+        self.workers[uid] = worker
+        worker.task = self._spawn(worker.run(), f"pod {meta.get('namespace')}/{meta.get('name')}")
 
-    def _inject_kills(self) -> None:
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        async def wrapped() -> None:
+            await coro
+
+        return asyncio.get_running_loop().create_task(wrapped(), name=name)
+
+    async def _delete_unstarted(self, pod: Obj) -> None:
+        """A pod deleted before it ran here (or after this agent forgot it): nothing to
+        stop, so it goes at once."""
+        await delete_for_good(self.api, pod)
+
+    async def _kill_loop(self) -> None:
         """The kill-container fault: SIGKILL matching running containers."""
-        for worker in list(self.workers.values()):
-            for name, proc in list(worker.procs.items()):
-                run = worker.runs[name]
-                if not proc.running or not run.started_at:
-                    continue
-                uptime = time.monotonic() - worker.started_mono.get(name, 0.0)
-                if self.faults.take_container_kill(worker.namespace, worker.name, name, uptime):
-                    log.info("Fault: killing container %s of %s.", name, worker.name)
-                    proc.signal(signal.SIGKILL)
+        while True:
+            await asyncio.sleep(0.05)
+            for worker in list(self.workers.values()):
+                for name, proc in list(worker.procs.items()):
+                    if not proc.running or not worker.runs[name].started_at:
+                        continue
+                    uptime = time.monotonic() - worker.started_mono.get(name, 0.0)
+                    if self.faults.take_container_kill(worker.namespace, worker.name, name, uptime):
+                        log.info("Fault: killing container %s of %s.", name, worker.name)
+                        proc.signal(signal.SIGKILL)
 
     async def shutdown(self) -> None:
-        """Kill every process group (nothing outlives the sandbox) and clean up."""
+        """Kill every container (nothing outlives the sandbox) and reap the workers."""
         for worker in self.workers.values():
             worker.kill_all()
         tasks = [w.task for w in self.workers.values() if w.task is not None and not w.task.done()]
-        if tasks:  # killed processes end their workers; reaping them keeps shutdown quiet
+        if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=3.0)
             for task in pending:
                 task.cancel()
-        if self._own_dir:
-            shutil.rmtree(self.pod_dir, ignore_errors=True)
 
-    # --- helpers for workers -------------------------------------------------------------------
+    def container_log(self, namespace: str, pod: str, container: str) -> ContainerLog | None:
+        """For the log server: the log files of a container of a pod on this node."""
+        for worker in self.workers.values():
+            if worker.namespace == namespace and worker.name == pod and container in worker.runs:
+                return worker.container_log(container)
+        return None
 
-    def lookup(self, namespace: str) -> Any:
-        def find(kind: str, name: str) -> dict[str, Any] | None:
-            plural = "configmaps" if kind == "ConfigMap" else "secrets"
-            try:
-                return self.store.get(self.store.resolve("", "v1", plural), namespace, name)
-            except ApiError:
-                return None
+    def base_env(self, pod_name: str) -> dict[str, str]:
+        """What every container starts with, as a container runtime and kubelet give it."""
+        port = str(self.service_port)
+        return {
+            "PATH": f"{Path(sys.executable).parent}:{CONTAINER_PATH}",
+            "HOSTNAME": pod_name,
+            "HOME": "/root",
+            "KUBERNETES_SERVICE_HOST": HOST_IP,
+            "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port,
+            "KUBERNETES_PORT": f"tcp://{HOST_IP}:{port}",
+            "KUBERNETES_PORT_443_TCP": f"tcp://{HOST_IP}:{port}",
+            "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+            "KUBERNETES_PORT_443_TCP_PORT": port,
+            "KUBERNETES_PORT_443_TCP_ADDR": HOST_IP,
+        }
 
-        return find
+
+async def delete_for_good(api: ApiClient, pod: Obj) -> None:
+    """The kubelet's last word on a pod: delete with no grace, only this very pod (uid)."""
+    meta = pod["metadata"]
+    body = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "gracePeriodSeconds": 0,
+        "preconditions": {"uid": meta["uid"]},
+    }
+    with contextlib.suppress(*_API_ERRORS):
+        await api.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body)
 
 
 class PodWorker:
-    """One pod's life on a node: init containers, sidecars, main containers, the end."""
+    """One pod's life on a node: volumes, init containers, sidecars, main containers, the end."""
 
-    def __init__(self, kubelet: Kubelet, pod: dict[str, Any]) -> None:
+    def __init__(self, kubelet: Kubelet, pod: Obj) -> None:
         meta = pod["metadata"]
         self.kubelet = kubelet
-        self.store = kubelet.store
+        self.api = kubelet.api
         self.pod = pod
         self.uid: str = meta["uid"]
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
-        self.spec: dict[str, Any] = pod.get("spec") or {}
-        self.node: str = self.spec["nodeName"]
+        self.spec: Obj = pod.get("spec") or {}
         self.containers = {
             str(c.get("name", "")): c
             for key in ("initContainers", "containers")
@@ -203,6 +228,7 @@ class PodWorker:
         }
         self.runs = {r.name: r for r in container_runs(self.spec)}
         self.procs: dict[str, ContainerProcess] = {}
+        self.logs: dict[str, list[Path]] = {name: [] for name in self.runs}
         self.started_mono: dict[str, float] = {}
         self.task: asyncio.Task[None] | None = None
         self.finished = False
@@ -213,7 +239,9 @@ class PodWorker:
         self.stopping = asyncio.Event()
         self.deadline: float | None = None
         self.plan: dict[str, list[str]] = {}
+        self.volumes: dict[str, str] = {}
         self._sidecar_tasks: list[asyncio.Task[int]] = []
+        self._last_status: Obj | None = None
         self.dir = kubelet.pod_dir / f"{self.namespace}_{self.name}_{self.uid[:8]}"
 
     # --- the pod's life ------------------------------------------------------------------------
@@ -231,10 +259,8 @@ class PodWorker:
             self.finished = True
             await self._reap_sidecars()
             self.kubelet.ledger.release(self.uid)
-            for name in self.runs:
-                self.store.logs.close(self.namespace, self.name, name)
             if self.deleting and not self.gone:
-                self._remove()
+                await self._remove()
 
     async def _reap_sidecars(self) -> None:
         running = [t for t in self._sidecar_tasks if not t.done()]
@@ -244,14 +270,16 @@ class PodWorker:
                 task.cancel()
 
     async def _life(self) -> None:
-        plan = self.kubelet.ledger.allocate(self.node, self.pod)
+        plan = self.kubelet.ledger.allocate(self.kubelet.node, self.pod)
         if plan is None:
-            self._reject()
+            await self._reject()
             return
         self.plan = plan
-        self.start_time = now_rfc3339(self.store.clock)
+        self.start_time = now_rfc3339()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.publish()
+        await self.publish()
+        if not await self._mount_volumes():
+            return
         if await self._init_containers():
             self.phase = "Running" if not self.stopping.is_set() else self.phase
             mains = [n for n, r in self.runs.items() if r.kind == "main"]
@@ -262,20 +290,38 @@ class PodWorker:
         for run in self.runs.values():
             if run.state == "waiting" and run.kind != "main":
                 run.reason = "PodInitializing"
-        self.publish()
+        await self.publish()
         log.debug("Pod %s/%s ended %s.", self.namespace, self.name, self.phase)
 
-    def _reject(self) -> None:
-        log.info("Pod %s/%s rejected: not enough GPUs on %s.", self.namespace, self.name, self.node)
+    async def _mount_volumes(self) -> bool:
+        """Set up the volumes, retrying while a source is missing; False if the pod stops."""
+        warned = ""
+        while not self.stopping.is_set():
+            try:
+                self.volumes = await VolumeBuilder(self.api, self.pod, self.dir).build()
+                return True
+            except VolumeError as exc:
+                if str(exc) != warned:
+                    warned = str(exc)
+                    await self.event("Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}")
+            except _API_ERRORS as exc:
+                log.debug("Volumes of %s not ready: %s", self.name, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+        return False
+
+    async def _reject(self) -> None:
+        node = self.kubelet.node
+        log.info("Pod %s/%s rejected: not enough GPUs on %s.", self.namespace, self.name, node)
         self.phase = "Failed"
         status = dict(self.pod.get("status") or {})
         status.update(
             phase="Failed",
             reason="UnexpectedAdmissionError",
             message=f"Pod was rejected: Allocate failed due to requested number of devices "
-            f"unavailable for nvidia.com/gpu on node {self.node}",
+            f"unavailable for nvidia.com/gpu on node {node}",
         )
-        self._write_status(status)
+        await self._write_status(status)
 
     async def _init_containers(self) -> bool:
         """Run regular init containers in order and start sidecars; False if the pod fails."""
@@ -332,7 +378,7 @@ class PodWorker:
             run.last = run.terminated()
             run.restart_count += 1
             run.state, run.reason, run.message = "waiting", "CrashLoopBackOff", ""
-            self.publish()
+            await self.publish()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), backoff)
             if self.stopping.is_set():
@@ -347,80 +393,107 @@ class PodWorker:
         container = self.containers[name]
         while True:
             try:
-                env, argv, host_path = self._prepare(name, container)
+                env, argv, host_path, spec_path = await self._prepare(name, container)
                 break
-            except EnvError as exc:
+            except (EnvError, VolumeError) as exc:
                 run.state, run.reason, run.message = (
                     "waiting",
                     "CreateContainerConfigError",
                     str(exc),
                 )
-                self.publish()
+                await self.publish()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), 0.5)
                 if self.stopping.is_set():
-                    return self._start_failed(run, "ContainerCannotRun", str(exc))
+                    return await self._start_failed(run, "ContainerCannotRun", str(exc))
             except CommandError as exc:
-                return self._start_failed(run, "StartError", str(exc))
-        cwd = container.get("workingDir")
-        cwd = cwd if cwd and os.path.isdir(cwd) else None
-        ns, pod = self.namespace, self.name
+                return await self._start_failed(run, "StartError", str(exc))
+        log_path = self.dir / name / f"{run.restart_count}.log"
+        self.logs[name].append(log_path)
 
-        def output(text: str) -> None:
-            self.store.logs.append(ns, pod, name, text)
+        def output(text: str, stream: str) -> None:
+            append_log(log_path, text, stream=stream)
 
-        proc = ContainerProcess(argv, env, cwd, output)
+        proc = ContainerProcess(argv, env, spec_path, output)
         try:
             await proc.start()
-        except OSError as exc:
-            return self._start_failed(run, "StartError", f"exec: {argv[0]!r}: {exc.strerror}")
+        except (OSError, RuntimeError) as exc:
+            return await self._start_failed(run, "StartError", f"exec: {argv[0]!r}: {exc}")
         self.procs[name] = proc
         self.started_mono[name] = time.monotonic()
         run.state, run.reason, run.message = "running", "", ""
-        run.pid, run.started_at = proc.pid, now_rfc3339(self.store.clock)
-        self.publish()
-        record_event(
-            self.store, self.pod, "Normal", "Started", f"Started container {name}", COMPONENT
-        )
+        run.pid, run.started_at = proc.pid, now_rfc3339()
+        await self.publish()
+        await self.event("Normal", "Started", f"Started container {name}")
         if self.stopping.is_set() and run.kind != "sidecar":
             proc.signal(signal.SIGTERM)
         code = await proc.wait()
         run.state, run.exit_code = "terminated", code
         run.reason = "Completed" if code == 0 else "Error"
-        run.finished_at = now_rfc3339(self.store.clock)
-        run.message = self._message(container, host_path, code, name)
-        self.publish()
+        run.finished_at = now_rfc3339()
+        run.message = self._message(container, host_path, code, log_path)
+        await self.publish()
         return code
 
-    def _start_failed(self, run: ContainerRun, reason: str, message: str) -> int:
+    async def _start_failed(self, run: ContainerRun, reason: str, message: str) -> int:
         run.state, run.reason, run.message, run.exit_code = "terminated", reason, message, 128
-        run.finished_at = now_rfc3339(self.store.clock)
-        self.publish()
+        run.finished_at = now_rfc3339()
+        await self.publish()
+        await self.event("Warning", "Failed", f"Error: {message}")
         return 128
 
-    def _prepare(
-        self, name: str, container: dict[str, Any]
-    ) -> tuple[dict[str, str], list[str], Path]:
-        """The process env and argv; also resets the host termination-message file."""
-        pod = self._current() or self.pod
+    async def _prepare(
+        self, name: str, container: Obj
+    ) -> tuple[dict[str, str], list[str], Path, Path]:
+        """The process env, argv, host termination-message file and namespace spec."""
+        lookup = await self._env_sources(container)
         own = resolve_env(
-            container, pod, self.kubelet.lookup(self.namespace), self.kubelet.nodes[self.node]
+            container, self.pod, lambda kind, n: lookup.get((kind, n)), self.kubelet.allocatable
         )
-        devices = self.kubelet.ledger.devices.get(self.node, [])
+        devices = self.kubelet.ledger.devices.get(self.kubelet.node, [])
         assigned = self.plan.get(name, [])
-        provider_env = self.kubelet.provider.container_env(self.node, devices, assigned)
+        provider_env = self.kubelet.provider.container_env(self.kubelet.node, devices, assigned)
         merged = merge_gpu_env(own, provider_env, devices)
         host_path = self.dir / name / "termination-log"
         host_path.parent.mkdir(parents=True, exist_ok=True)
         host_path.write_bytes(b"")
-        path = str(container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH)
-        map_termination_path(merged, path, str(host_path))
-        env = {k: v for k, v in os.environ.items() if k not in _HOST_ENV_DROPPED}
-        env["HOSTNAME"] = self.name
+        message_path = str(container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH)
+        env = self.kubelet.base_env(self.name)
         env.update(merged)
-        return env, build_argv(container, own), host_path
+        argv = build_argv(container, own)
+        workdir = self.dir / name / "root"
+        workdir.mkdir(parents=True, exist_ok=True)
+        spec_path = self.dir / name / "namespace.json"
+        mounts = container_mounts(container, self.volumes)
+        mounts.append(Mount(str(host_path), message_path, read_only=False))
+        write_spec(spec_path, mounts, str(container.get("workingDir") or workdir))
+        return env, argv, host_path, spec_path
 
-    def _message(self, container: dict[str, Any], host_path: Path, code: int, name: str) -> str:
+    async def _env_sources(self, container: Obj) -> dict[tuple[str, str], Obj]:
+        """The ConfigMaps and Secrets the container's env names (missing ones left out)."""
+        wanted: set[tuple[str, str]] = set()
+        for source in container.get("envFrom") or []:
+            for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                if source.get(key):
+                    wanted.add((kind, str(source[key].get("name", ""))))
+        for var in container.get("env") or []:
+            value_from = var.get("valueFrom") or {}
+            for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                if value_from.get(key):
+                    wanted.add((kind, str(value_from[key].get("name", ""))))
+        found: dict[tuple[str, str], Obj] = {}
+        for kind, name in sorted(wanted):
+            plural = "configmaps" if kind == "ConfigMap" else "secrets"
+            try:
+                found[(kind, name)] = await self.api.get(
+                    f"/api/v1/namespaces/{self.namespace}/{plural}/{name}"
+                )
+            except ApiError as exc:
+                if exc.code not in (403, 404):
+                    raise EnvError(f"{kind} {name} could not be read: {exc}") from exc
+        return found
+
+    def _message(self, container: Obj, host_path: Path, code: int, log_path: Path) -> str:
         try:
             with host_path.open("rb") as f:
                 message = termination_message(f.read(4096))
@@ -431,7 +504,7 @@ class PodWorker:
             and code != 0
             and container.get("terminationMessagePolicy") == ("FallbackToLogsOnError")
         ):
-            message = fallback_message(self.store.logs.read(self.namespace, self.name, name))
+            message = fallback_message(log_text(log_path))
         return message
 
     async def _stop_sidecars(self) -> None:
@@ -461,13 +534,7 @@ class PodWorker:
         if self.deleting:
             return
         self.deleting = True
-        current = self._current()
-        grace = self._grace()
-        if current is not None:
-            grace = float(current["metadata"].get("deletionGracePeriodSeconds", grace))
-        self.stop(grace)
-
-    def stop(self, grace: float) -> None:
+        grace = float(self.pod["metadata"].get("deletionGracePeriodSeconds", self._grace()))
         self.deadline = time.monotonic() + grace
         self.stopping.set()
         for name, proc in self.procs.items():
@@ -475,7 +542,7 @@ class PodWorker:
                 proc.signal(signal.SIGTERM)
         asyncio.get_running_loop().call_later(grace, self._kill_remaining)
         if self.task is None or self.task.done():
-            self._remove()
+            asyncio.get_running_loop().create_task(self._remove())
 
     def _kill_remaining(self) -> None:
         if not self.finished:
@@ -486,61 +553,86 @@ class PodWorker:
         self.gone = True
         self.stopping.set()
         self.kill_all()
+        if self.finished:
+            self._forget()
 
     def kill_all(self) -> None:
         self.stopping.set()
         for proc in self.procs.values():
             proc.signal(signal.SIGKILL)
 
-    def _remove(self) -> None:
+    async def _remove(self) -> None:
         self.gone = True
-        with contextlib.suppress(ApiError):
-            self.store.delete(self.kubelet._pods, self.namespace, self.name, grace_period=0)
+        await delete_for_good(self.api, self.pod)
+        self._forget()
+
+    def _forget(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.kubelet.workers.pop(self.uid, None)
 
-    # --- status ------------------------------------------------------------------------------
+    # --- status and logs ---------------------------------------------------------------------
 
-    def _current(self) -> dict[str, Any] | None:
-        try:
-            pod = self.store.get(self.kubelet._pods, self.namespace, self.name)
-        except ApiError:
-            return None
-        return pod if pod["metadata"].get("uid") == self.uid else None
+    def container_log(self, name: str) -> ContainerLog:
+        paths = self.logs.get(name, [])
+        proc = self.procs.get(name)
+        index = len(paths) - 1
 
-    def publish(self) -> None:
+        def running() -> bool:
+            current = self.procs.get(name)
+            return (
+                current is proc
+                and proc is not None
+                and proc.running
+                and (len(self.logs.get(name, [])) - 1 == index)
+            )
+
+        return ContainerLog(
+            current=paths[-1] if paths else None,
+            previous=paths[-2] if len(paths) > 1 else None,
+            running=running,
+        )
+
+    async def event(self, kind: str, reason: str, message: str) -> None:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": self.pod["metadata"]}
+        await record_event(self.api, pod, kind, reason, message, COMPONENT, self.kubelet.node)
+
+    async def publish(self) -> None:
         """Write the pod's status from what the containers are doing now."""
-        current = self._current()
-        if current is None:
-            return
         status = pod_status(
-            current.get("status") or {},
+            self.pod.get("status") or {},
             list(self.runs.values()),
             self.phase,
             start_time=self.start_time,
             host_ip=HOST_IP,
             pod_ip=HOST_IP,
-            now=now_rfc3339(self.store.clock),
+            now=now_rfc3339(),
         )
-        self._write_status(status)
+        await self._write_status(status)
 
-    def _write_status(self, status: dict[str, Any]) -> None:
-        current = self._current()
-        if current is None or current.get("status") == status:
+    async def _write_status(self, status: Obj) -> None:
+        if self.gone or status == self._last_status:
             return
-        body = {"metadata": {"name": self.name}, "status": status}
-        try:
-            self.store.update(
-                self.kubelet._pods, self.namespace, self.name, body, subresource="status"
-            )
-        except ApiError as exc:
-            log.debug("Status of %s/%s not written: %s", self.namespace, self.name, exc)
+        body = {"metadata": {"uid": self.uid}, "status": status}
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{self.name}/status"
+        for attempt in range(5):
+            try:
+                self.pod = await self.api.patch(path, body)
+                self._last_status = status
+                return
+            except ApiError as exc:
+                if exc.code in (404, 409, 422):  # gone, or another pod of that name now
+                    log.debug("Status of %s/%s not written: %s", self.namespace, self.name, exc)
+                    return
+                log.debug("Status of %s/%s: %s (retrying)", self.namespace, self.name, exc)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("Status of %s/%s: %s (retrying)", self.namespace, self.name, exc)
+            await asyncio.sleep(0.1 * 2**attempt)
 
 
-__all__ = ["COMPONENT", "Kubelet", "PodWorker"]
+__all__ = ["COMPONENT", "Kubelet", "PodWorker", "delete_for_good"]
 
 
-def _probe_port(port: Any, container: dict[str, Any]) -> int | None:
+def _probe_port(port: Any, container: Obj) -> int | None:
     """A probe's port: a number, or the name of one of the container's ports."""
     if isinstance(port, int):
         return port

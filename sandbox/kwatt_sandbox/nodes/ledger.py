@@ -1,8 +1,9 @@
 """Which GPU of which node each pod holds (the device plugin's bookkeeping).
 
-Part of the sandbox cluster, an emulator for tests and demos; production is a real
-cluster. The scheduler allocates when it binds a pod, the kubelet reads the plan to
-build each container's env, and both release when the pod ends or goes away.
+Part of the sandbox cluster, a test and demo harness; production is a real
+cluster. The real scheduler only counts `nvidia.com/gpu`; which devices a pod gets is
+the node's business: the kubelet allocates them when it admits a pod, reads the plan
+to build each container's env, and releases them when the pod ends or goes away.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Simulated nodes: what a node looks like in the API and how to describe one.
 
-Part of the sandbox cluster, an emulator for tests and demos; production is a real
-cluster. Every simulated node is this machine: pods bound to any of them run as
-local processes (see kubelet.py); only the advertised capacity, labels and GPU
-devices differ, which is what scheduling and kwatt's sidecar care about.
+Part of the sandbox cluster (a test and demo harness; production is a real cluster).
+Every simulated node is this machine: pods bound to any of them run as local
+processes (see kubelet.py); only the advertised capacity, labels and GPU devices
+differ, which is what scheduling and kwatt's sidecar care about. The labels are
+those that NVIDIA's GPU feature discovery sets on a real GPU node.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from kwatt_sandbox.nodes.podspec import GPU
 
 HOST_IP = "127.0.0.1"
+KUBELET_VERSION = "v1.37.2-kwatt-sandbox"
+MAX_GPUS = 16  # per node: a real machine has at most 8 or 16
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
@@ -37,30 +40,45 @@ class NodeSpec:
                 f"The node name {self.name!r} must be lowercase letters, digits, '-' or '.', "
                 "and start and end with a letter or digit."
             )
-        if self.gpu_count < 0:
-            raise ValueError(f"Node {self.name} cannot have {self.gpu_count} GPUs.")
+        if not 0 <= self.gpu_count <= MAX_GPUS:
+            raise ValueError(
+                f"Node {self.name} cannot have {self.gpu_count} GPUs (0 to {MAX_GPUS})."
+            )
         if self.gpu_count and not self.gpu_model:
             raise ValueError(f"Node {self.name} has GPUs but no GPU model.")
 
 
-def parse_node_option(text: str) -> NodeSpec:
-    """`NAME`, `NAME=MODEL` (one GPU) or `NAME=MODELxCOUNT`, as `kwatt sandbox --node`."""
+def parse_node_option(text: str, known_gpus: list[str] | None = None) -> NodeSpec:
+    """`NAME`, `NAME=MODEL` (one GPU) or `NAME=MODELxCOUNT`, as `kwatt sandbox --node`.
+
+    Every problem is a ValueError whose message is one sentence that says what a
+    good option looks like, the GPU models there are traces for, and the bounds.
+    """
+    known = ", ".join(known_gpus) if known_gpus else "a GPU model with a trace"
+    usage = (
+        f"The node {text!r} should look like NAME, NAME=MODEL or NAME=MODELxCOUNT "
+        f"(e.g. gpu-0=v100x2), with a lowercase name, MODEL one of {known} and COUNT "
+        f"from 1 to {MAX_GPUS}."
+    )
     name, sep, gpus = text.partition("=")
     if not sep:
-        return NodeSpec(name=name)
-    model, x, count = gpus.rpartition("x")
-    if not x or not count.isdigit():
-        model, count = gpus, "1"
-    if not model or int(count) < 1:
-        raise ValueError(
-            f"The node {text!r} should look like NAME, NAME=MODEL or NAME=MODELxCOUNT "
-            "(e.g. gpu-0=v100x2)."
-        )
-    return NodeSpec(name=name, gpu_model=model, gpu_count=int(count))
+        model, count = "", "0"
+    else:
+        model, x, count = gpus.rpartition("x")
+        if not x or not count.isdigit():
+            model, count = gpus, "1"
+        if not model or not 1 <= int(count) <= MAX_GPUS:
+            raise ValueError(usage)
+        if known_gpus is not None and model not in known_gpus:
+            raise ValueError(usage)
+    try:
+        return NodeSpec(name=name, gpu_model=model, gpu_count=int(count))
+    except ValueError as exc:
+        raise ValueError(usage) from exc
 
 
-def node_manifest(spec: NodeSpec, now: str) -> dict[str, Any]:
-    """The Node object a kubelet would register for `spec` (Ready from the start)."""
+def node_manifest(spec: NodeSpec, now: str, kubelet_port: int = 0) -> dict[str, Any]:
+    """The Node object a kubelet registers for `spec`; `kubelet_port` serves its logs."""
     labels = {
         "kubernetes.io/hostname": spec.name,
         "kubernetes.io/os": "linux",
@@ -111,15 +129,15 @@ def node_manifest(spec: NodeSpec, now: str) -> dict[str, Any]:
             "nodeInfo": {
                 "architecture": "amd64",
                 "operatingSystem": "linux",
-                "osImage": "kwatt sandbox (emulated node)",
+                "osImage": "kwatt sandbox (simulated node)",
                 "kernelVersion": platform.release(),
                 "containerRuntimeVersion": "sandbox://local-processes",
-                "kubeletVersion": "v1.31.0-sandbox",
+                "kubeletVersion": KUBELET_VERSION,
                 "kubeProxyVersion": "",
                 "machineID": "",
                 "systemUUID": "",
                 "bootID": "",
             },
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         },
     }

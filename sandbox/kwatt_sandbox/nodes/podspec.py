@@ -1,7 +1,7 @@
 """Pure helpers for the simulated nodes: env, commands, GPU requests and pod status.
 
-Part of the sandbox cluster, an emulator for tests and demos; production is a real
-cluster. Nothing here starts a process or touches the store, so the rules a kubelet
+Part of the sandbox cluster (a test and demo harness; production is a real cluster).
+Nothing here starts a process or calls the API server, so the rules a kubelet
 follows (downward API, `$(VAR)` expansion, phases, conditions, container statuses)
 can be unit-tested on plain dicts.
 """
@@ -246,13 +246,6 @@ def merge_gpu_env(
     return merged
 
 
-def map_termination_path(env: dict[str, str], container_path: str, host_path: str) -> None:
-    """Point env values that name the container's termination-message path at the host file."""
-    for key, value in env.items():
-        if value == container_path:
-            env[key] = host_path
-
-
 # --- commands ----------------------------------------------------------------------------
 
 
@@ -365,7 +358,8 @@ def _condition(old: list[Obj], kind: str, ok: bool, reason: str, message: str, n
 
 
 def pod_conditions(old: list[Obj], runs: list[ContainerRun], phase: str, now: str) -> list[Obj]:
-    """Initialized, Ready, ContainersReady (and PodScheduled kept) from container state."""
+    """The conditions a kubelet owns, from container state; every other condition
+    (PodScheduled, DisruptionTarget, readiness gates) is kept as the API server has it."""
     done = phase in ("Succeeded", "Failed")
     pending_init = [
         r.name
@@ -390,7 +384,8 @@ def pod_conditions(old: list[Obj], runs: list[ContainerRun], phase: str, now: st
         _condition(old, "Ready", not unready and not done, not_ready, ready_msg, now),
         _condition(old, "ContainersReady", not unready and not done, not_ready, ready_msg, now),
     ]
-    conditions += [c for c in old if c.get("type") == "PodScheduled"]
+    owned = {c["type"] for c in conditions}
+    conditions += [c for c in old if c.get("type") not in owned]
     return conditions
 
 
