@@ -22,6 +22,7 @@ from kwatt_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from kwatt_sandbox.cluster import Sandbox
+    from kwatt_sandbox.controlplane.build import Binaries
     from kwatt_sandbox.nodes import NodeSpec
 
 HELP = (
@@ -98,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
         for noisy in ("aiohttp", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     from kwatt_sandbox.controlplane.build import BuildError, ensure_binaries
+    from kwatt_sandbox.nodes.shim import namespaces_problem
 
+    problem = namespaces_problem()
+    if problem is not None:
+        raise UsageError(problem)
     try:
         binaries = ensure_binaries(sys.stderr)
     except BuildError as exc:
@@ -128,12 +133,10 @@ def _nodes(options: list[str]) -> list[NodeSpec]:
     return nodes
 
 
-async def _serve(args: argparse.Namespace, binaries: object, nodes: list[NodeSpec]) -> int:
+async def _serve(args: argparse.Namespace, binaries: Binaries, nodes: list[NodeSpec]) -> int:
     from kwatt_sandbox.cluster import HARNESS_NOTICE, Sandbox, SandboxConfig
-    from kwatt_sandbox.controlplane.build import Binaries
     from kwatt_sandbox.controlplane.cluster import ControlPlaneError
 
-    assert isinstance(binaries, Binaries)
     logger = logging.getLogger("kwatt_sandbox")
     config = SandboxConfig(nodes=nodes, port=args.port, gpu_dir=args.gpu_dir, directory=args.dir)
     sandbox = Sandbox(binaries, config)

@@ -104,6 +104,7 @@ class Cluster:
     state: dict[str, Any] = field(default_factory=dict)
     faults: FaultsClient | None = None
     proc: subprocess.Popen[bytes] | None = None
+    output: Path | None = None  # what `kwatt sandbox` printed (its log)
 
     @property
     def is_sandbox(self) -> bool:
@@ -156,6 +157,10 @@ class Cluster:
             config_file=str(path), client_configuration=configuration
         )
         return client.ApiClient(configuration)
+
+    def sandbox_log(self) -> str:
+        """What `kwatt sandbox` has printed so far (sandbox only; empty elsewhere)."""
+        return self.output.read_text(errors="replace") if self.output else ""
 
     def log_tail(self, component: str, lines: int = 30) -> str:
         """The end of a control-plane component's log (sandbox only)."""
@@ -226,6 +231,7 @@ def running_sandbox(
                 state=state,
                 faults=FaultsClient(state["proxy_url"], context),
                 proc=proc,
+                output=output,
             )
         finally:
             stop_sandbox(proc)

@@ -97,8 +97,10 @@ class ApiClient:
         self, path: str, params: dict[str, str] | None = None
     ) -> AsyncIterator[tuple[str, Obj]]:
         """List, then watch from the list's resourceVersion: yields ("ADDED"|"MODIFIED"|
-        "DELETED", object) forever. A dropped watch resumes; 410 Gone lists again
-        (reported objects come again as ADDED, which consumers treat as level)."""
+        "DELETED", object) forever. A dropped watch resumes; 410 Gone lists again:
+        every listed object comes again as ADDED (consumers treat events as level),
+        followed by ("SYNCED", {"uids": [...]}) so that a consumer can forget the
+        objects that went away while it was not watching."""
         params = dict(params or {})
         while True:
             try:
@@ -108,8 +110,10 @@ class ApiClient:
                 await asyncio.sleep(1.0)
                 continue
             version = str(listing.get("metadata", {}).get("resourceVersion", ""))
-            for item in listing.get("items") or []:
+            items = listing.get("items") or []
+            for item in items:
                 yield "ADDED", item
+            yield "SYNCED", {"uids": [i.get("metadata", {}).get("uid") for i in items]}
             while True:
                 query = {
                     **params,

@@ -59,6 +59,7 @@ from kwatt_sandbox.nodes.podspec import (
     container_runs,
     fallback_message,
     final_phase,
+    live_phase,
     merge_gpu_env,
     pod_status,
     resolve_env,
@@ -116,6 +117,12 @@ class Kubelet:
             await self.shutdown()
 
     def _note(self, kind: str, pod: Obj) -> None:
+        if kind == "SYNCED":  # after a (re)list: pods missing from it are gone
+            present = set(pod.get("uids") or [])
+            for uid, gone in list(self.workers.items()):
+                if uid not in present:
+                    gone.orphaned()
+            return
         meta = pod.get("metadata") or {}
         uid = str(meta.get("uid", ""))
         worker = self.workers.get(uid)
@@ -242,6 +249,7 @@ class PodWorker:
         self.volumes: dict[str, str] = {}
         self._sidecar_tasks: list[asyncio.Task[int]] = []
         self._last_status: Obj | None = None
+        self._publishing = asyncio.Lock()
         self.dir = kubelet.pod_dir / f"{self.namespace}_{self.name}_{self.uid[:8]}"
 
     # --- the pod's life ------------------------------------------------------------------------
@@ -597,17 +605,23 @@ class PodWorker:
         await record_event(self.api, pod, kind, reason, message, COMPONENT, self.kubelet.node)
 
     async def publish(self) -> None:
-        """Write the pod's status from what the containers are doing now."""
-        status = pod_status(
-            self.pod.get("status") or {},
-            list(self.runs.values()),
-            self.phase,
-            start_time=self.start_time,
-            host_ip=HOST_IP,
-            pod_ip=HOST_IP,
-            now=now_rfc3339(),
-        )
-        await self._write_status(status)
+        """Write the pod's status from what the containers are doing now.
+
+        One write at a time, each made from the state when its turn comes: concurrent
+        PATCHes (a sidecar's exit and the pod's end) could land out of order and leave
+        an older status, such as phase Running after Succeeded, as the last word.
+        """
+        async with self._publishing:
+            status = pod_status(
+                self.pod.get("status") or {},
+                list(self.runs.values()),
+                live_phase(self.phase, list(self.runs.values())),
+                start_time=self.start_time,
+                host_ip=HOST_IP,
+                pod_ip=HOST_IP,
+                now=now_rfc3339(),
+            )
+            await self._write_status(status)
 
     async def _write_status(self, status: Obj) -> None:
         if self.gone or status == self._last_status:

@@ -419,6 +419,14 @@ def pod_status(
     return status
 
 
+def live_phase(phase: str, runs: list[ContainerRun]) -> str:
+    """The phase to report while the pod runs: Pending as long as a main container has
+    never started (e.g. waiting on CreateContainerConfigError), as the kubelet's getPhase
+    counts it; one waiting to restart after a run does not hold the pod back."""
+    never_started = any(r.kind == "main" and r.state == "waiting" and r.last is None for r in runs)
+    return "Pending" if phase == "Running" and never_started else phase
+
+
 def final_phase(runs: list[ContainerRun]) -> str:
     """Succeeded if every main container (and every init container that ran) exited 0."""
     failed = any(

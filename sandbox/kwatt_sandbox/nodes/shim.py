@@ -151,6 +151,35 @@ def write_spec(path: Path, mounts: list[Mount], working_dir: str) -> None:
 # --- the node agent's side: the command line, the preexec and signals -------------
 
 
+def namespaces_problem() -> str | None:
+    """None if this process may make the namespaces containers need, else a sentence.
+
+    Checked once when the sandbox starts, so that a user without the right learns it
+    then, not from a pod that fails later.
+    """
+    import shutil
+    import subprocess
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return (
+            "The sandbox's nodes need util-linux `unshare` on PATH to run each container in "
+            "its own mount and PID namespace; install util-linux."
+        )
+    probe = [unshare, "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "true"]
+    try:
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"The sandbox could not run `unshare` to make a container's namespaces: {exc}."
+    if result.returncode != 0:
+        said = result.stderr.strip().splitlines()[-1:] or ["no message"]
+        return (
+            "The sandbox's nodes run each container in its own mount and PID namespace, "
+            f"which needs root (CAP_SYS_ADMIN) here; unshare said: {said[0]}."
+        )
+    return None
+
+
 def wrap(argv: list[str], spec_path: Path, python: str = sys.executable) -> list[str]:
     """The full command that runs `argv` as a container described by `spec_path`."""
     import shutil  # only the node agent calls this; the shim itself stays lean
@@ -287,12 +316,28 @@ def _exec_error(command: str, exc: OSError) -> str:
     return f'exec: "{command}": {(exc.strerror or str(exc)).lower()}'
 
 
+def exec_environ() -> dict[bytes, bytes]:
+    """The environment this process was started with, as the kernel keeps it.
+
+    Not os.environ: with no locale set (as the node agent starts the shim), Python's C
+    locale coercion (PEP 538) adds LC_CTYPE=C.UTF-8 there at start-up, and a container
+    must see only what its kubelet gave it.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return dict(os.environb)
+    return dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+
+
 def spawn(argv: list[str]) -> int:
-    """Start `argv` in a session of its own, with default signal handling; its pid."""
+    """Start `argv` in a session of its own, with default signal handling, in the
+    environment the shim was given; its pid."""
     catchable = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
     try:
         return os.posix_spawnp(
-            argv[0], argv, os.environ, setsid=True, setsigmask=(), setsigdef=catchable
+            argv[0], argv, exec_environ(), setsid=True, setsigmask=(), setsigdef=catchable
         )
     except OSError as exc:
         raise ShimError(_exec_error(argv[0], exc)) from exc
