@@ -291,7 +291,10 @@ def test_build_leaves_exactly_the_five_binaries(
         assert os.access(binaries.path(name), os.X_OK)
     # No temporary folder left, only the finished set and its lock file.
     assert sorted(p.name for p in final.parent.iterdir()) == [final.name, f"{final.name}.lock"]
-    assert [p.name for p in final.iterdir()] == ["bin"]
+    assert sorted(p.name for p in final.iterdir()) == ["bin", build.RECORD]
+    # The build says how long it took, for `make bench-sandbox`.
+    record = build.build_record(binaries)
+    assert record is not None and record["go"] == "go1.26.8" and record["seconds"] >= 0.4
 
     lines = out.getvalue().splitlines()
     assert any(PROGRESS.match(line) for line in lines), lines

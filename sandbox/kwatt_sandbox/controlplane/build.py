@@ -24,6 +24,7 @@ import collections
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -35,9 +36,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+RECORD = "build.json"  # beside bin/: how long the build took, for `make bench-sandbox`
 
 _KUBERNETES_MODULE = "k8s.io/kubernetes"
 _ETCD_MODULE = "go.etcd.io/etcd/server/v3"
@@ -305,6 +307,15 @@ def _locked(lock_path: Path, out: TextIO) -> Iterator[None]:
         os.close(fd)  # closing the only descriptor releases the lock
 
 
+def build_record(binaries: Binaries) -> dict[str, Any] | None:
+    """How the cached binaries were built (seconds, when, Go, CPUs), if it was recorded."""
+    try:
+        record = json.loads((binaries.directory.parent / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def ensure_binaries(out: TextIO = sys.stderr) -> Binaries:
     """The cached binaries, built first (with progress on `out`) when missing."""
     return _ensure(out, force=False)
@@ -502,7 +513,15 @@ def _build(spec: _Spec, toolchain: _Toolchain, bin_dir: Path, final: Path, out: 
     except BaseException:
         progress.end_line()
         raise
-    elapsed = _duration(time.monotonic() - progress.start)
+    seconds = time.monotonic() - progress.start
+    elapsed = _duration(seconds)
+    record = {
+        "seconds": round(seconds, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "go": toolchain.version,
+        "cpus": os.cpu_count(),
+    }
+    (bin_dir.parent / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     progress.finish(
         "Built kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd in "
         f"{elapsed}; cached in {final}."

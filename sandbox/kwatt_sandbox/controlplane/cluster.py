@@ -278,7 +278,9 @@ def _apiserver_args(plane: ControlPlane, pki: ClusterPki, etcd_port: int) -> lis
     ]
 
 
-def _controller_manager_args(pki: ClusterPki, kubeconfig: Path) -> list[str]:
+def _controller_args(kubeconfig: Path) -> list[str]:
+    """What the controller-manager and the scheduler share: their identity, and their own
+    health and metrics endpoint on loopback, which asks the API server who may read it."""
     return [
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
@@ -286,6 +288,14 @@ def _controller_manager_args(pki: ClusterPki, kubeconfig: Path) -> list[str]:
         f"--bind-address={LOOPBACK}",
         f"--secure-port={free_port()}",
         "--leader-elect=false",
+        "--profiling=false",
+        "--v=0",
+    ]
+
+
+def _controller_manager_args(pki: ClusterPki, kubeconfig: Path) -> list[str]:
+    return [
+        *_controller_args(kubeconfig),
         "--use-service-account-credentials=true",
         f"--service-account-private-key-file={pki.service_accounts.key}",
         f"--root-ca-file={pki.ca}",
@@ -295,22 +305,11 @@ def _controller_manager_args(pki: ClusterPki, kubeconfig: Path) -> list[str]:
         f"--node-monitor-grace-period={NODE_GRACE_S}s",
         "--kube-api-qps=100",
         "--kube-api-burst=200",
-        "--profiling=false",
-        "--v=0",
     ]
 
 
 def _scheduler_args(kubeconfig: Path) -> list[str]:
-    return [
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        f"--bind-address={LOOPBACK}",
-        f"--secure-port={free_port()}",
-        "--leader-elect=false",
-        "--profiling=false",
-        "--v=0",
-    ]
+    return _controller_args(kubeconfig)
 
 
 __all__ = ["ControlPlane", "ControlPlaneError", "free_port"]
