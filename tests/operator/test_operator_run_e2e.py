@@ -7,7 +7,6 @@ completion, and the sidecar's report, read from the Pod's status, decodes for th
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,8 @@ from kwatt_core.policies.base import Choice
 from kwatt_core.report import decode
 from kwatt_operator.crd import crd_path
 from kwatt_operator.jobs import SidecarSettings, build_job
+from kwatt_sandbox.controlplane.cluster import free_port
 from kwatt_sandbox.testing import Cluster, eventually
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def trainingjob(namespace: str) -> dict[str, Any]:

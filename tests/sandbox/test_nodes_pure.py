@@ -21,6 +21,7 @@ from kwatt_sandbox.nodes.podspec import (
     fallback_message,
     final_phase,
     gpu_plan,
+    live_phase,
     merge_gpu_env,
     pod_gpus,
     pod_status,
@@ -185,3 +186,17 @@ def test_pod_status_phases_and_conditions() -> None:
     assert final_phase([side, main]) == "Failed"
     main.exit_code = 0
     assert final_phase([side, main]) == "Succeeded"  # a sidecar's exit code does not count
+
+
+def test_live_phase_is_pending_until_every_main_container_has_run() -> None:
+    """As a kubelet reports it: a pod whose container waits on its config (never ran) is
+    Pending, not Running; one waiting to restart after a run keeps the pod Running."""
+    side = ContainerRun("side", "sidecar", state="running", started_at="t0")
+    waiting = ContainerRun("main", "main", reason="CreateContainerConfigError")
+    assert live_phase("Running", [side, waiting]) == "Pending"
+    restarting = ContainerRun("main", "main", reason="CrashLoopBackOff", restart_count=1)
+    restarting.last = {"exitCode": 1}
+    assert live_phase("Running", [side, restarting]) == "Running"
+    running = ContainerRun("main", "main", state="running", started_at="t1")
+    assert live_phase("Running", [side, running]) == "Running"
+    assert live_phase("Failed", [waiting]) == "Failed"  # a terminal phase stays
