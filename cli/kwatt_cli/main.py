@@ -18,6 +18,11 @@ from kwatt_cli.errors import UsageError
 # subcommand -> (module, one-line help, extra that provides its dependencies)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("kwatt_cli.bench", "Compare batch-size policies on Zeus traces.", "core"),
+    "operator": (
+        "kwatt_cli.operator",
+        "Run the TrainingJob operator (kopf) against a cluster.",
+        "operator",
+    ),
     "sandbox": (
         "kwatt_cli.sandbox",
         "Run the sandbox cluster: real control plane, simulated GPU nodes (tests, demos).",

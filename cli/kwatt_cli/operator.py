@@ -1,0 +1,93 @@
+"""`kwatt operator`: run the TrainingJob operator (kopf underneath), here or in a Pod.
+
+The same command runs in the operator's image, in the demo and in the tests. In a
+Pod it uses the Pod's ServiceAccount; elsewhere `--kubeconfig`, then KUBECONFIG, then
+~/.kube/config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from kwatt_cli.errors import UsageError
+
+HELP = (
+    "Run the kwatt operator: every TrainingJob's recurrences as Jobs, with the batch size "
+    "and power limit kwatt chose, learning from each run."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", type=Path, default=None, help="cluster to manage")
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; default: every namespace)",
+    )
+    parser.add_argument(
+        "--sidecar-image",
+        default=os.environ.get("KWATT_SIDECAR_IMAGE", "ghcr.io/kwatt/sidecar:0.1.0"),
+        help="image of the sidecar injected into each run (env KWATT_SIDECAR_IMAGE)",
+    )
+    parser.add_argument(
+        "--sidecar-state-dir",
+        default=None,
+        help="node folder (hostPath) where sidecars keep power-limit restore records",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="TrainingJobs reconciled at once")
+    parser.add_argument(
+        "--liveness",
+        default="",
+        metavar="URL",
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz (default: off)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log at debug level")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kubeconfig is not None:
+        if not args.kubeconfig.is_file():
+            raise UsageError(f"The kubeconfig {args.kubeconfig} does not exist.")
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    if not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers must be between 1 and 64, not {args.workers}.")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        for noisy in ("kopf.objects", "kopf._core", "aiohttp", "kubernetes", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    import kopf
+
+    from kwatt_operator.handlers import OperatorConfig, register
+    from kwatt_operator.jobs import SidecarSettings
+
+    sidecar = SidecarSettings(image=args.sidecar_image)
+    if args.sidecar_state_dir:
+        sidecar = SidecarSettings(
+            image=args.sidecar_image, state_dir_host_path=args.sidecar_state_dir
+        )
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    register(registry, OperatorConfig(sidecar=sidecar, workers=args.workers))
+    namespaces = list(args.namespace)
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                namespaces=namespaces,
+                clusterwide=not namespaces,
+                liveness_endpoint=args.liveness or None,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,453 @@
+"""One reconcile pass of a TrainingJob, as a pure function: what exists -> what to do.
+
+`reconcile(trainingjob, jobs, pods, now, settings)` reads the TrainingJob (its spec
+and the status the last pass wrote), the Jobs it owns and their Pods, and returns a
+`Plan`: the new status, the Jobs to create and to delete, and the events to post.
+The kopf shell (handlers.py) writes the status FIRST, with the resourceVersion it
+read as a precondition, and only then creates or deletes Jobs. That order is what
+makes a pass safe to repeat or to cut short at any point:
+
+- a run is started by writing it into `status.active` (with the policy's choice and
+  the run number) before its Job exists; a later pass that finds an active run
+  without a Job creates the Job (its name is deterministic, so a second create
+  gets 409 and does nothing), unless the Job was created once already
+  (`jobCreated`), in which case it was deleted by hand and the run is recorded as
+  such;
+- a finished Job is recorded (policy fed, history, totals) by moving its run from
+  `active` to `history` in one status write, so it is counted exactly once however
+  often the pass runs, and a stale read loses the write race (409) instead of
+  counting twice.
+Nothing here talks to the API server or reads a clock: tests give it dicts and a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kwatt_core.contract import SIDECAR_CONTAINER
+from kwatt_core.policies import KwattPolicy, Policy
+from kwatt_core.policies.base import Choice
+from kwatt_core.report import Report, ReportError, decode
+from kwatt_operator import conditions as cond
+from kwatt_operator.crd import GROUP
+from kwatt_operator.jobs import SidecarSettings, build_job, job_name
+from kwatt_operator.spec import SpecError, TrainingJobSpec, parse_spec
+
+Obj = dict[str, Any]
+ANNOTATION_RUN_REQUEST = f"{GROUP}/run-requested"  # a new value asks for one more run
+POLICY = "kwatt"
+UNKNOWN_MAX_LIMIT_W = 0  # the GPU's range is learned from its first report
+RESULTS_WITHOUT_REPORT = ("noreport", "deleted", "replaced")
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str  # CamelCase
+    message: str  # a sentence
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run recorded in this pass, for metrics."""
+
+    run: int
+    result: str
+    energy_j: float
+    seconds: float
+
+
+@dataclass
+class Plan:
+    """What one pass decided. `status` is the whole new status (None: unchanged)."""
+
+    status: Obj | None
+    create: list[Obj] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)  # Job names, deleted in background
+    events: list[Event] = field(default_factory=list)
+    finished: list[FinishedRun] = field(default_factory=list)
+    started: list[Choice] = field(default_factory=list)
+
+
+# --- reading Jobs and Pods ---------------------------------------------------------------
+
+
+def job_finished(job: Mapping[str, Any]) -> str | None:
+    """ "Complete" or "Failed" when the Job has ended, else None (suspended counts as not)."""
+    for item in (job.get("status") or {}).get("conditions") or []:
+        if item.get("status") == "True" and item.get("type") in ("Complete", "Failed"):
+            return str(item["type"])
+    return None
+
+
+def job_failure_reason(job: Mapping[str, Any]) -> str:
+    for item in (job.get("status") or {}).get("conditions") or []:
+        if item.get("type") == "Failed" and item.get("status") == "True":
+            return str(item.get("reason") or "Failed")
+    return ""
+
+
+def report_of(pods: Sequence[Mapping[str, Any]]) -> tuple[Report | None, str]:
+    """The sidecar's report from the newest Pod that has one, and a note on why not."""
+    note = "no pod of the run reported"
+    ordered = sorted(
+        pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or "")
+    )
+    for pod in reversed(ordered):
+        statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+        for status in statuses:
+            if status.get("name") != SIDECAR_CONTAINER:
+                continue
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            message = terminated.get("message")
+            if not message:
+                note = "the sidecar left no report"
+                continue
+            try:
+                return decode(str(message)), ""
+            except ReportError as exc:
+                note = f"the sidecar's report could not be read: {exc}"
+    return None, note
+
+
+# --- the pass ----------------------------------------------------------------------------
+
+
+def seed_of(uid: str) -> int:
+    """A stable seed per TrainingJob: its policy's random stream survives restarts."""
+    return int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16)
+
+
+def reconcile(
+    trainingjob: Mapping[str, Any],
+    jobs: Sequence[Mapping[str, Any]],
+    pods: Mapping[str, Sequence[Mapping[str, Any]]],
+    now: datetime,
+    settings: SidecarSettings,
+    policy: Policy | None = None,
+) -> Plan:
+    """One level-triggered pass; `pods` maps a Job's name to its Pods."""
+    meta = trainingjob.get("metadata") or {}
+    old: Obj = copy.deepcopy(dict(trainingjob.get("status") or {}))
+    status: Obj = copy.deepcopy(old)
+    generation = meta.get("generation")
+    stamp = cond.timestamp(now)
+    plan = Plan(status=None)
+    try:
+        spec = parse_spec(trainingjob.get("spec"))
+    except SpecError as exc:
+        _set(status, "Ready", "False", "InvalidSpec", str(exc), generation, now)
+        status["state"] = "Invalid"
+        status["observedGeneration"] = generation
+        if _changed(old, status):
+            plan.status = status
+            plan.events.append(Event("Warning", "InvalidSpec", str(exc)))
+        return plan
+    policy = policy or KwattPolicy()
+    state = _policy_state(status, spec, str(meta.get("uid", "")), policy, plan)
+    by_name = {str((j.get("metadata") or {}).get("name")): j for j in jobs}
+    active: list[Obj] = [dict(a) for a in status.get("active") or []]
+
+    # 1. Runs in flight: record the finished, create the missing.
+    still: list[Obj] = []
+    for entry in active:
+        job = by_name.get(str(entry["job"]))
+        if job is None:
+            if entry.get("jobCreated"):
+                state = _record(status, state, policy, entry, None, "deleted", now, plan, spec)
+            else:
+                plan.create.append(_job(trainingjob, entry, settings))
+                still.append(entry)
+            continue
+        entry["jobCreated"] = True
+        ended = job_finished(job)
+        if ended is None:
+            still.append(entry)
+            continue
+        report, note = report_of(pods.get(str(entry["job"]), ()))
+        if report is None and ended == "Failed":
+            note = f"the Job failed ({job_failure_reason(job)}) and {note}"
+        state = _record(status, state, policy, entry, report, note, now, plan, spec)
+    active = still
+
+    # 2. A new run, when one is asked for and allowed.
+    request = str((meta.get("annotations") or {}).get(ANNOTATION_RUN_REQUEST, ""))
+    reason = _trigger(status, request)
+    if reason and spec.suspend:
+        reason = ""  # held until resumed; the request stays pending
+    if reason and active and spec.concurrency_policy == "Forbid":
+        reason = ""  # the request stays pending until the run in flight ends
+    if reason:
+        if active and spec.concurrency_policy == "Replace":
+            for entry in active:
+                plan.delete.append(str(entry["job"]))
+                state = _record(status, state, policy, entry, None, "replaced", now, plan, spec)
+            active = []
+        if request:
+            status["lastRunRequest"] = request
+        choice, state = policy.choose(state, [int(a["batchSize"]) for a in active])
+        run = int(status.get("runs") or 0) + 1
+        entry = {
+            "run": run,
+            "job": job_name(str(meta["name"]), run),
+            "batchSize": choice.batch_size,
+            "powerLimitWatts": choice.power_limit_w,
+            "costThreshold": choice.cost_threshold,
+            "stage": choice.stage,
+            "startTime": stamp,
+            "trigger": reason,
+            "jobCreated": False,
+        }
+        active.append(entry)
+        status["runs"] = run
+        status["lastRunTime"] = stamp
+        plan.create.append(_job(trainingjob, entry, settings))
+        plan.started.append(choice)
+        limit = (
+            f"power limit {choice.power_limit_w} W"
+            if choice.power_limit_w is not None
+            else "its power limit profiled in the run"
+        )
+        plan.events.append(
+            Event(
+                "Normal",
+                "RunStarted",
+                f"Run {run} started ({reason}) with batch size {choice.batch_size} and {limit}.",
+            )
+        )
+
+    # 3. What the status says now.
+    status["active"] = active
+    status["policy"] = state
+    _summary(status, spec, now, generation)
+    plan.delete += _old_jobs(status, by_name, spec)
+    if _changed(old, status):
+        plan.status = status
+    return plan
+
+
+def _trigger(status: Mapping[str, Any], request: str) -> str:
+    if not status.get("runs"):
+        return "on create"
+    if request and request != status.get("lastRunRequest"):
+        return "on request"
+    return ""
+
+
+def _policy_state(status: Obj, spec: TrainingJobSpec, uid: str, policy: Policy, plan: Plan) -> Obj:
+    """The policy's state from the status, or a fresh one when there is none or the
+    candidates changed (what was learned about other batch sizes does not carry over)."""
+    space = spec.search_space(UNKNOWN_MAX_LIMIT_W)
+    state = status.get("policy")
+    if isinstance(state, dict) and state.get("policy") == policy.name:
+        old = state.get("space") or {}
+        if (
+            list(old.get("batch_sizes") or []) == list(space.batch_sizes)
+            and old.get("default_batch_size") == space.default_batch_size
+            and old.get("beta") == space.beta
+        ):
+            return state
+        plan.events.append(
+            Event(
+                "Normal",
+                "PolicyReset",
+                "The batch sizes or beta changed, so the policy starts learning again.",
+            )
+        )
+    return policy.init(space, seed_of(uid))
+
+
+def _record(
+    status: Obj,
+    state: Obj,
+    policy: Policy,
+    entry: Mapping[str, Any],
+    report: Report | None,
+    note: str,
+    now: datetime,
+    plan: Plan,
+    spec: TrainingJobSpec,
+) -> Obj:
+    """Move one run from in flight to history; feed the policy what it teaches."""
+    if report is not None and report.teaches_policy():
+        state = policy.observe(state, report.outcome())
+    result = (
+        report.result
+        if report is not None
+        else (note if note in RESULTS_WITHOUT_REPORT else "noreport")
+    )
+    if result in RESULTS_WITHOUT_REPORT and note in RESULTS_WITHOUT_REPORT:
+        note = {
+            "deleted": "the run's Job was deleted before it finished",
+            "replaced": "replaced by a newer run (concurrencyPolicy Replace)",
+            "noreport": "",
+        }[note]
+    energy = report.energy_j if report else 0.0
+    seconds = report.time_s if report else 0.0
+    item: Obj = {
+        "run": int(entry["run"]),
+        "job": str(entry["job"]),
+        "stage": str(entry.get("stage", "")),
+        "batchSize": int(entry["batchSize"]),
+        "powerLimitWatts": report.limit_w
+        if report and report.limit_w
+        else entry.get("powerLimitWatts"),
+        "result": result,
+        "epochs": report.epochs if report else 0,
+        "energyJoules": energy,
+        "seconds": seconds,
+        "cost": report.cost if report else 0.0,
+        "startTime": entry.get("startTime"),
+        "completionTime": cond.timestamp(now),
+    }
+    if report is not None and report.metric is not None:
+        item["metric"] = report.metric
+    if note:
+        item["note"] = note[:512]
+    history = [*(status.get("history") or []), item]
+    status["history"] = history[-spec.history_limit :]
+    totals = dict(status.get("totals") or {})
+    totals["energyJoules"] = float(totals.get("energyJoules") or 0.0) + energy
+    totals["seconds"] = float(totals.get("seconds") or 0.0) + seconds
+    totals["runs"] = int(totals.get("runs") or 0) + 1
+    status["totals"] = totals
+    status["recordedRuns"] = int(status.get("recordedRuns") or 0) + 1
+    _baseline(status, item, spec)
+    reason = _RUN_REASONS.get(result, "RunFinished")
+    ok = result == "reached"
+    message = f"Run {item['run']} ended: {result}" + (f" ({note})" if note else "") + "."
+    _set(status, "LastRun", "True" if ok else "False", reason, message, None, now)
+    plan.events.append(Event("Normal" if ok else "Warning", reason, message))
+    plan.finished.append(FinishedRun(item["run"], result, energy, seconds))
+    return state
+
+
+_RUN_REASONS = {
+    "reached": "TargetReached",
+    "stopped": "EarlyStopped",
+    "exhausted": "EpochsExhausted",
+    "failed": "RunFailed",
+    "interrupted": "RunInterrupted",
+    "noreport": "NoReport",
+    "deleted": "JobDeleted",
+    "replaced": "RunReplaced",
+}
+
+
+def _baseline(status: Obj, item: Mapping[str, Any], spec: TrainingJobSpec) -> None:
+    """Energy and time of runs at the default batch size that reached the target: the
+    default configuration kwatt's savings are measured against (kept as sums, bounded)."""
+    if item["result"] != "reached":
+        return
+    key = "default" if item["batchSize"] == spec.batch_sizes.default else "all"
+    sums = dict(status.get("baseline") or {})
+    for name in (key, "all") if key == "default" else ("all",):
+        bucket = dict(sums.get(name) or {"runs": 0, "energyJoules": 0.0, "seconds": 0.0})
+        bucket["runs"] = int(bucket["runs"]) + 1
+        bucket["energyJoules"] = float(bucket["energyJoules"]) + float(item["energyJoules"])
+        bucket["seconds"] = float(bucket["seconds"]) + float(item["seconds"])
+        sums[name] = bucket
+    status["baseline"] = sums
+
+
+def _summary(status: Obj, spec: TrainingJobSpec, now: datetime, generation: Any) -> None:
+    active = status.get("active") or []
+    history = status.get("history") or []
+    latest = active[-1] if active else (history[-1] if history else None)
+    if latest is not None:
+        status["currentBatchSize"] = int(latest["batchSize"])
+        status["currentPowerLimitWatts"] = latest.get("powerLimitWatts")
+    status["state"] = "Running" if active else "Suspended" if spec.suspend else "Idle"
+    _set(status, "Ready", "True", "Reconciled", "The spec is valid.", generation, now)
+    if active:
+        runs = ", ".join(str(a["run"]) for a in active)
+        _set(status, "Running", "True", "RunInProgress", f"Run {runs} in flight.", generation, now)
+    else:
+        _set(status, "Running", "False", "NoRunInFlight", "No run is in flight.", generation, now)
+    if spec.suspend:
+        _set(
+            status,
+            "Suspended",
+            "True",
+            "Suspended",
+            "New runs wait for spec.suspend: false.",
+            generation,
+            now,
+        )
+    else:
+        _set(status, "Suspended", "False", "Active", "New runs start when due.", generation, now)
+    sums = status.get("baseline") or {}
+    default, every = sums.get("default"), sums.get("all")
+    if default and every and int(default["runs"]) and int(every["runs"]):
+        base_e = float(default["energyJoules"]) / int(default["runs"])
+        base_t = float(default["seconds"]) / int(default["runs"])
+        mean_e = float(every["energyJoules"]) / int(every["runs"])
+        mean_t = float(every["seconds"]) / int(every["runs"])
+        if base_e > 0 and base_t > 0:
+            status["savings"] = {
+                "energyPercent": round(100.0 * (1.0 - mean_e / base_e), 2),
+                "timePercent": round(100.0 * (1.0 - mean_t / base_t), 2),
+                "basis": "measured",
+            }
+    status["observedGeneration"] = generation
+
+
+def _old_jobs(status: Obj, jobs: Mapping[str, Any], spec: TrainingJobSpec) -> list[str]:
+    """Jobs of recorded runs that fell out of the kept history: delete them (and their Pods)."""
+    kept = {str(h["job"]) for h in status.get("history") or []}
+    kept |= {str(a["job"]) for a in status.get("active") or []}
+    del spec
+    return sorted(name for name in jobs if name not in kept)
+
+
+def _job(
+    trainingjob: Mapping[str, Any], entry: Mapping[str, Any], settings: SidecarSettings
+) -> Obj:
+    choice = Choice(
+        batch_size=int(entry["batchSize"]),
+        power_limit_w=entry.get("powerLimitWatts"),
+        cost_threshold=entry.get("costThreshold"),
+        stage=entry.get("stage", "explore"),
+    )
+    return build_job(trainingjob, int(entry["run"]), choice, settings)
+
+
+def _set(
+    status: Obj,
+    kind: str,
+    value: cond.Status,
+    reason: str,
+    message: str,
+    generation: Any,
+    now: datetime,
+) -> None:
+    status["conditions"] = cond.set_condition(
+        status.get("conditions"),
+        kind,
+        value,
+        reason,
+        message,
+        observed_generation=None if generation is None else int(generation),
+        now=now,
+    )
+
+
+def _changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return dict(old) != dict(new)
+
+
+__all__ = [
+    "ANNOTATION_RUN_REQUEST",
+    "Event",
+    "FinishedRun",
+    "Plan",
+    "job_finished",
+    "reconcile",
+    "report_of",
+    "seed_of",
+]

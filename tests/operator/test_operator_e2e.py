@@ -1,0 +1,134 @@
+"""The operator end to end on the sandbox: `kwatt operator` (the real command, kopf
+underneath) turns a TrainingJob into Jobs, one per recurrence, on the simulated V100
+node; each run's sidecar report reaches the status, the policy learns from it, and a
+new value of the run-request annotation asks for exactly one more run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kwatt_operator.crd import crd_path
+from kwatt_operator.reconcile import ANNOTATION_RUN_REQUEST
+from kwatt_sandbox.testing import Cluster, eventually
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def trainingjob(namespace: str) -> dict[str, Any]:
+    trainer = {
+        "name": "train",
+        "image": "ignored:1",
+        "command": ["python", "-m", "kwatt_sandbox.gpu.trainer"],
+        "args": ["--workload", "cifar100", "--gpu", "v100", "--time-scale", "0.0005"],
+        "resources": {"limits": {"nvidia.com/gpu": 1}},
+    }
+    return {
+        "apiVersion": "kwatt.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "cifar", "namespace": namespace, "labels": {"team": "vision"}},
+        "spec": {
+            "template": {
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [trainer]}
+            },
+            "batchSizes": {"candidates": [256, 512, 1024], "default": 1024},
+            "target": {"metric": "accuracy", "value": 0.6, "maxEpochs": 100},
+            "backoffLimit": 0,
+        },
+    }
+
+
+@pytest.fixture
+def operator(sandbox: Cluster, namespace: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """`kwatt operator` watching the test's namespace, as a user would start it."""
+    sandbox.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
+    sandbox.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.kwatt.dev")
+    log = (tmp_path / "operator.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kwatt_cli.main",
+            "operator",
+            "--namespace",
+            namespace,
+            "--sidecar-image",
+            "ignored:1",
+            "--sidecar-state-dir",
+            str(tmp_path / "state"),
+        ],
+        env=sandbox.env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+    print((tmp_path / "operator.log").read_text()[-6000:])
+
+
+def status_of(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    tj = cluster.kubectl_json("get", "trainingjob", "cifar", "-n", namespace)
+    status: dict[str, Any] = tj.get("status") or {}
+    return status
+
+
+def test_recurrences_run_report_and_teach_the_policy(
+    sandbox: Cluster, namespace: str, operator: subprocess.Popen[str]
+) -> None:
+    sandbox.kubectl("create", "-f", "-", input=json.dumps(trainingjob(namespace)))
+
+    def recorded(n: int) -> dict[str, Any] | None:
+        assert operator.poll() is None, "the operator exited"
+        status = status_of(sandbox, namespace)
+        return status if int(status.get("recordedRuns") or 0) >= n else None
+
+    first = eventually(lambda: recorded(1), timeout=120, interval=0.5)
+    (run,) = first["history"]
+    assert run["run"] == 1 and run["job"] == "cifar-run-1"
+    assert run["result"] == "reached", run
+    assert run["energyJoules"] > 0 and run["seconds"] > 0 and run["epochs"] > 0
+    # The first run explores the default batch size and profiles its power limit.
+    assert run["batchSize"] == 1024 and run["stage"] == "explore"
+    assert first["policy"]["limits"].get("1024") == run["powerLimitWatts"]
+    assert first["totals"]["energyJoules"] == pytest.approx(run["energyJoules"])
+    assert first["active"] == [] and first["runs"] == 1
+    conditions = {c["type"]: c for c in first["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["LastRun"]["reason"] == "TargetReached"
+    assert all(c.get("observedGeneration") == 1 for c in first["conditions"] if c["type"] != "LastRun")
+
+    # One more run on request: the same value twice asks once.
+    for _ in range(2):
+        sandbox.kubectl(
+            "annotate", "--overwrite", "-n", namespace, "tj/cifar", f"{ANNOTATION_RUN_REQUEST}=a"
+        )
+    second = eventually(lambda: recorded(2), timeout=120, interval=0.5)
+    assert [h["run"] for h in second["history"]] == [1, 2]
+    assert second["lastRunRequest"] == "a" and second["runs"] == 2
+    # The second run keeps walking down from the default (kwatt's exploration).
+    assert second["history"][1]["batchSize"] == 512
+    jobs = sandbox.kubectl_json("get", "jobs", "-n", namespace)["items"]
+    assert sorted(j["metadata"]["name"] for j in jobs) == ["cifar-run-1", "cifar-run-2"]
+    for job in jobs:
+        owner = job["metadata"]["ownerReferences"][0]
+        assert owner["kind"] == "TrainingJob" and owner["name"] == "cifar"
+        assert job["metadata"]["labels"]["team"] == "vision"
+    events = sandbox.kubectl_json("get", "events", "-n", namespace)["items"]
+    reasons = [e["reason"] for e in events if e["involvedObject"]["kind"] == "TrainingJob"]
+    assert reasons.count("RunStarted") == 2 and reasons.count("TargetReached") == 2
+    # No third run: the request was acted on once.
+    assert status_of(sandbox, namespace)["runs"] == 2
