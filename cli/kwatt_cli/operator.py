@@ -42,6 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=4, help="TrainingJobs reconciled at once")
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8000,
+        help="serve Prometheus metrics on this port (0: pick one; -1: off; default 8000)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        help="address for the metrics (default 127.0.0.1; the chart sets 0.0.0.0 in its Pod)",
+    )
+    parser.add_argument(
         "--liveness",
         default="",
         metavar="URL",
@@ -57,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
     if not 1 <= args.workers <= 64:
         raise UsageError(f"--workers must be between 1 and 64, not {args.workers}.")
+    if not -1 <= args.metrics_port <= 65535:
+        raise UsageError(f"--metrics-port must be -1 (off) or 0 to 65535, not {args.metrics_port}.")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -74,9 +87,25 @@ def run(args: argparse.Namespace) -> int:
         sidecar = SidecarSettings(
             image=args.sidecar_image, state_dir_host_path=args.sidecar_state_dir
         )
+    from kwatt_operator.metrics import OperatorMetrics
+
+    metrics = OperatorMetrics() if args.metrics_port >= 0 else None
+    stop_metrics = None
+    if metrics is not None:
+        try:
+            stop_metrics = metrics.serve(args.metrics_address, args.metrics_port)
+        except OSError as exc:
+            raise UsageError(
+                f"The metrics could not be served on {args.metrics_address}:{args.metrics_port}: "
+                f"{exc.strerror}."
+            ) from exc
+        logging.getLogger("kwatt_operator").info(
+            "Metrics on http://%s:%s/metrics.", metrics.address, metrics.port
+        )
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_via_client)
-    register(registry, OperatorConfig(sidecar=sidecar, workers=args.workers))
+    config = OperatorConfig(sidecar=sidecar, workers=args.workers, metrics=metrics)
+    register(registry, config)
     namespaces = list(args.namespace)
     try:
         asyncio.run(
@@ -90,4 +119,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         return 130
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
     return 0

@@ -7,8 +7,10 @@ new value of the run-request annotation asks for exactly one more run.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,7 @@ def trainingjob(namespace: str) -> dict[str, Any]:
         "kind": "TrainingJob",
         "metadata": {"name": "cifar", "namespace": namespace, "labels": {"team": "vision"}},
         "spec": {
-            "template": {
-                "spec": {"terminationGracePeriodSeconds": 1, "containers": [trainer]}
-            },
+            "template": {"spec": {"terminationGracePeriodSeconds": 1, "containers": [trainer]}},
             "batchSizes": {"candidates": [256, 512, 1024], "default": 1024},
             "target": {"metric": "accuracy", "value": 0.6, "maxEpochs": 100},
             "backoffLimit": 0,
@@ -63,6 +63,8 @@ def operator(sandbox: Cluster, namespace: str, tmp_path: Path) -> Iterator[subpr
             "ignored:1",
             "--sidecar-state-dir",
             str(tmp_path / "state"),
+            "--metrics-port",
+            "0",
         ],
         env=sandbox.env(),
         stdout=log,
@@ -86,8 +88,23 @@ def status_of(cluster: Cluster, namespace: str) -> dict[str, Any]:
     return status
 
 
+def metrics(log: Path) -> dict[tuple[str, str], float]:
+    """The operator's Prometheus metrics, found through the address it logged."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = re.search(r"Metrics on (http://127\.0\.0\.1:\d+/metrics)", log.read_text())
+    assert found, log.read_text()[-2000:]
+    with urllib.request.urlopen(found.group(1), timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, sample.labels.get("result", ""))] = sample.value
+    return values
+
+
 def test_recurrences_run_report_and_teach_the_policy(
-    sandbox: Cluster, namespace: str, operator: subprocess.Popen[str]
+    sandbox: Cluster, namespace: str, operator: subprocess.Popen[str], tmp_path: Path
 ) -> None:
     sandbox.kubectl("create", "-f", "-", input=json.dumps(trainingjob(namespace)))
 
@@ -109,7 +126,9 @@ def test_recurrences_run_report_and_teach_the_policy(
     conditions = {c["type"]: c for c in first["conditions"]}
     assert conditions["Ready"]["status"] == "True"
     assert conditions["LastRun"]["reason"] == "TargetReached"
-    assert all(c.get("observedGeneration") == 1 for c in first["conditions"] if c["type"] != "LastRun")
+    assert all(
+        c.get("observedGeneration") == 1 for c in first["conditions"] if c["type"] != "LastRun"
+    )
 
     # One more run on request: the same value twice asks once.
     for _ in range(2):
@@ -131,4 +150,14 @@ def test_recurrences_run_report_and_teach_the_policy(
     reasons = [e["reason"] for e in events if e["involvedObject"]["kind"] == "TrainingJob"]
     assert reasons.count("RunStarted") == 2 and reasons.count("TargetReached") == 2
     # No third run: the request was acted on once.
-    assert status_of(sandbox, namespace)["runs"] == 2
+    final = status_of(sandbox, namespace)
+    assert final["runs"] == 2
+    # The metrics say what the status says, in base units.
+    values = metrics(tmp_path / "operator.log")
+    assert values[("kwatt_trainingjob_runs_total", "reached")] == 2
+    assert values[("kwatt_trainingjob_energy_joules_total", "")] == pytest.approx(
+        final["totals"]["energyJoules"]
+    )
+    assert values[("kwatt_trainingjob_seconds_total", "")] == pytest.approx(
+        final["totals"]["seconds"]
+    )
