@@ -15,6 +15,7 @@ proxy, no node agents: tests that need them skip).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -161,6 +162,22 @@ class Cluster:
     def sandbox_log(self) -> str:
         """What `kwatt sandbox` has printed so far (sandbox only; empty elsewhere)."""
         return self.output.read_text(errors="replace") if self.output else ""
+
+    def audit_events(self, user: str | None = None) -> list[dict[str, Any]]:
+        """The API server's audit log so far (sandbox only: empty elsewhere), one dict per
+        request (user, verb, objectRef, responseStatus), optionally for one user."""
+        directory = self.state.get("logs")
+        if not directory:
+            return []
+        events = []
+        path = Path(directory) / "audit.log"
+        with contextlib.suppress(OSError), path.open() as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if user is None or event.get("user", {}).get("username") == user:
+                        events.append(event)
+        return events
 
     def log_tail(self, component: str, lines: int = 30) -> str:
         """The end of a control-plane component's log (sandbox only)."""

@@ -545,6 +545,24 @@ def _outside_address() -> str | None:
     return outside[0] if outside else None
 
 
+def test_audit_log_records_who_did_what(sandbox: Cluster, namespace: str) -> None:
+    """Every request reaches the API server's audit log with its user, verb, resource and
+    answer, so a test can check what a client really did (e.g. an operator's RBAC)."""
+    sandbox.kubectl("create", "configmap", "audited", "-n", namespace)
+    sandbox.kubectl("delete", "configmap", "audited", "-n", namespace)
+
+    def seen() -> list[tuple[str, int]]:
+        return [
+            (e["verb"], e["responseStatus"]["code"])
+            for e in sandbox.audit_events("kwatt-sandbox-admin")
+            if (e.get("objectRef") or {}).get("name") == "audited"
+            and e["objectRef"].get("namespace") == namespace
+        ]
+
+    verbs = eventually(lambda: len(seen()) >= 2 and seen(), timeout=15)
+    assert ("create", 201) in verbs and ("delete", 200) in verbs
+
+
 def test_requests_without_credentials_are_refused(sandbox: Cluster, namespace: str) -> None:
     """Anonymous requests get 401 and change nothing, including a browser's cross-site
     `text/plain` POST, directly and through the fault proxy; identity headers a client

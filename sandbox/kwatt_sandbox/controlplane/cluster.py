@@ -237,8 +237,37 @@ def _etcd_args(plane: ControlPlane, pki: ClusterPki, port: int, peer: int) -> li
     ]
 
 
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+# Who did what: every request's user, verb, resource and answer, without bodies.
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/openapi*"]
+  - level: Metadata
+"""
+
+
+def _audit_args(plane: ControlPlane) -> list[str]:
+    """The API server's audit log (JSON lines), so tests can see every request a client
+    made, e.g. to check that an RBAC file covers exactly what the operator uses."""
+    policy = plane.directory / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={plane.directory / 'logs' / 'audit.log'}",
+        "--audit-log-format=json",
+        "--audit-log-maxsize=200",
+        "--audit-log-maxbackup=1",
+        "--audit-log-mode=batch",
+        "--audit-log-batch-max-wait=1s",
+    ]
+
+
 def _apiserver_args(plane: ControlPlane, pki: ClusterPki, etcd_port: int) -> list[str]:
     return [
+        *_audit_args(plane),
         f"--bind-address={LOOPBACK}",
         f"--advertise-address={LOOPBACK}",
         f"--secure-port={plane.port}",
