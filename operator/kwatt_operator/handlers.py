@@ -43,6 +43,7 @@ class OperatorConfig:
 def configure(settings: kopf.OperatorSettings) -> None:
     """Every kopf setting the operator relies on, written out."""
     settings.peering.standalone = True  # one replica (Deployment strategy Recreate)
+    settings.scanning.disabled = True  # the CRD exists before the operator: no CRD watch
     settings.peering.clusterwide = False
     settings.posting.enabled = True
     settings.posting.level = logging.INFO

@@ -2,6 +2,10 @@
 underneath) turns a TrainingJob into Jobs, one per recurrence, on the simulated V100
 node; each run's sidecar report reaches the status, the policy learns from it, and a
 new value of the run-request annotation asks for exactly one more run.
+
+The operator runs as a ServiceAccount bound to operator/rbac/clusterrole.yaml and
+nothing else, and the API server's audit log shows that it used every rule of that
+file and needed nothing beyond it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kwatt_operator.crd import crd_path
 from kwatt_operator.reconcile import ANNOTATION_RUN_REQUEST
@@ -41,15 +46,50 @@ def trainingjob(namespace: str) -> dict[str, Any]:
             "batchSizes": {"candidates": [256, 512, 1024], "default": 1024},
             "target": {"metric": "accuracy", "value": 0.6, "maxEpochs": 100},
             "backoffLimit": 0,
+            "historyLimit": 1,
         },
     }
 
 
+REPO = Path(__file__).resolve().parents[2]
+RBAC = REPO / "operator" / "rbac" / "clusterrole.yaml"
+ACCOUNT = "kwatt-operator"
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, path: Path) -> Path:
+    """A kubeconfig for the ServiceAccount `kwatt-operator`, bound to the operator's
+    ClusterRole only: the operator gets exactly the rights the chart gives it."""
+    cluster.kubectl("apply", "--server-side", "-f", str(RBAC))
+    cluster.kubectl("create", "serviceaccount", ACCOUNT, "-n", namespace)
+    cluster.kubectl(
+        "create",
+        "clusterrolebinding",
+        f"{ACCOUNT}-{namespace}",
+        f"--clusterrole={ACCOUNT}",
+        f"--serviceaccount={namespace}:{ACCOUNT}",
+    )
+    token = cluster.kubectl("create", "token", ACCOUNT, "-n", namespace).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sandbox", "cluster": server}],
+        "users": [{"name": ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": ACCOUNT, "context": {"cluster": "sandbox", "user": ACCOUNT}}],
+        "current-context": ACCOUNT,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture
 def operator(sandbox: Cluster, namespace: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """`kwatt operator` watching the test's namespace, as a user would start it."""
+    """`kwatt operator` watching the test's namespace, as its ServiceAccount."""
     sandbox.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
     sandbox.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.kwatt.dev")
+    kubeconfig = service_account_kubeconfig(sandbox, namespace, tmp_path / "operator.kubeconfig")
     log = (tmp_path / "operator.log").open("w")
     proc = subprocess.Popen(
         [
@@ -57,6 +97,8 @@ def operator(sandbox: Cluster, namespace: str, tmp_path: Path) -> Iterator[subpr
             "-m",
             "kwatt_cli.main",
             "operator",
+            "--kubeconfig",
+            str(kubeconfig),
             "--namespace",
             namespace,
             "--sidecar-image",
@@ -72,6 +114,7 @@ def operator(sandbox: Cluster, namespace: str, tmp_path: Path) -> Iterator[subpr
         text=True,
     )
     yield proc
+    sandbox.kubectl("delete", "clusterrolebinding", f"{ACCOUNT}-{namespace}", check=False)
     proc.terminate()
     try:
         proc.wait(15)
@@ -136,12 +179,18 @@ def test_recurrences_run_report_and_teach_the_policy(
             "annotate", "--overwrite", "-n", namespace, "tj/cifar", f"{ANNOTATION_RUN_REQUEST}=a"
         )
     second = eventually(lambda: recorded(2), timeout=120, interval=0.5)
-    assert [h["run"] for h in second["history"]] == [1, 2]
+    # historyLimit 1: only the newest run is kept, and the older run's Job goes.
+    assert [h["run"] for h in second["history"]] == [2]
     assert second["lastRunRequest"] == "a" and second["runs"] == 2
+    assert second["totals"]["runs"] == 2
     # The second run keeps walking down from the default (kwatt's exploration).
-    assert second["history"][1]["batchSize"] == 512
-    jobs = sandbox.kubectl_json("get", "jobs", "-n", namespace)["items"]
-    assert sorted(j["metadata"]["name"] for j in jobs) == ["cifar-run-1", "cifar-run-2"]
+    assert second["history"][0]["batchSize"] == 512
+
+    def jobs_left() -> list[dict[str, Any]] | None:
+        items: list[dict[str, Any]] = sandbox.kubectl_json("get", "jobs", "-n", namespace)["items"]
+        return items if [j["metadata"]["name"] for j in items] == ["cifar-run-2"] else None
+
+    jobs = eventually(jobs_left, timeout=30)
     for job in jobs:
         owner = job["metadata"]["ownerReferences"][0]
         assert owner["kind"] == "TrainingJob" and owner["name"] == "cifar"
@@ -161,3 +210,36 @@ def test_recurrences_run_report_and_teach_the_policy(
     assert values[("kwatt_trainingjob_seconds_total", "")] == pytest.approx(
         final["totals"]["seconds"]
     )
+    check_rbac(sandbox, namespace)
+
+
+def allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
+        for rule in rules
+    )
+
+
+def check_rbac(cluster: Cluster, namespace: str) -> None:
+    """Every request the operator made was allowed by the role, and the role has no rule
+    (group, resource, verb) that the operator did not use."""
+    rules = yaml.safe_load(RBAC.read_text())["rules"]
+    user = f"system:serviceaccount:{namespace}:{ACCOUNT}"
+    used: set[tuple[str, str, str]] = set()
+    for event in eventually(lambda: cluster.audit_events(user), timeout=10):
+        ref = event.get("objectRef")
+        if ref is None:
+            continue  # discovery (non-resource URLs), allowed to every authenticated user
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        key = (ref.get("apiGroup", ""), resource, event["verb"])
+        assert event["responseStatus"]["code"] != 403, (key, event["responseStatus"])
+        assert allowed(rules, *key), f"the operator used {key}, which the role does not grant"
+        used.add(key)
+    granted = {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted <= used, f"rules the operator never used: {sorted(granted - used)}"
