@@ -16,7 +16,10 @@ makes a pass safe to repeat or to cut short at any point:
 - a finished Job is recorded (policy fed, history, totals) by moving its run from
   `active` to `history` in one status write, so it is counted exactly once however
   often the pass runs, and a stale read loses the write race (409) instead of
-  counting twice.
+  counting twice;
+- Jobs are deleted only when their runs are recorded: those that fell out of the kept
+  history, and a replaced run's Job (asked again each pass until it is gone). The Job
+  of an active run, or of a run newer than the status read, is never deleted.
 Nothing here talks to the API server or reads a clock: tests give it dicts and a time.
 """
 
@@ -35,7 +38,7 @@ from kwatt_core.policies.base import Choice
 from kwatt_core.report import Report, ReportError, decode
 from kwatt_operator import conditions as cond
 from kwatt_operator.crd import GROUP
-from kwatt_operator.jobs import SidecarSettings, build_job, job_name
+from kwatt_operator.jobs import LABEL_RUN, SidecarSettings, build_job, job_name
 from kwatt_operator.spec import SpecError, TrainingJobSpec, parse_spec
 
 Obj = dict[str, Any]
@@ -140,6 +143,7 @@ def reconcile(
     plan = Plan(status=None)
     try:
         spec = parse_spec(trainingjob.get("spec"))
+        _check_buildable(trainingjob, spec, settings)
     except SpecError as exc:
         _set(status, "Ready", "False", "InvalidSpec", str(exc), generation, now)
         status["state"] = "Invalid"
@@ -160,9 +164,15 @@ def reconcile(
         if job is None:
             if entry.get("jobCreated"):
                 state = _record(status, state, policy, entry, None, "deleted", now, plan, spec)
-            else:
+                continue
+            try:
                 plan.create.append(_job(trainingjob, entry, settings))
-                still.append(entry)
+            except SpecError as exc:
+                # Its batch size left the candidates before its Job was made: it never ran.
+                note = f"its Job could not be built: {exc}"
+                state = _record(status, state, policy, entry, None, note, now, plan, spec)
+                continue
+            still.append(entry)
             continue
         entry["jobCreated"] = True
         ended = job_finished(job)
@@ -184,9 +194,12 @@ def reconcile(
         reason = ""  # the request stays pending until the run in flight ends
     if reason:
         if active and spec.concurrency_policy == "Replace":
+            replaced = {str(entry["job"]) for entry in active}
             for entry in active:
                 plan.delete.append(str(entry["job"]))
                 state = _record(status, state, policy, entry, None, "replaced", now, plan, spec)
+            # A replaced run whose Job was still to be created must not be created after all.
+            plan.create = [j for j in plan.create if j["metadata"]["name"] not in replaced]
             active = []
         if request:
             status["lastRunRequest"] = request
@@ -225,10 +238,19 @@ def reconcile(
     status["active"] = active
     status["policy"] = state
     _summary(status, spec, now, generation)
-    plan.delete += _old_jobs(status, by_name, spec)
+    plan.delete += [name for name in _old_jobs(status, by_name) if name not in plan.delete]
     if _changed(old, status):
         plan.status = status
     return plan
+
+
+def _check_buildable(
+    trainingjob: Mapping[str, Any], spec: TrainingJobSpec, settings: SidecarSettings
+) -> None:
+    """Raise SpecError when no run's Job can be built from this spec (rules that only the
+    Job builder knows, e.g. a volume with kwatt's name), so it is InvalidSpec, not a crash."""
+    default = spec.batch_sizes.default
+    build_job(trainingjob, 1, Choice(default, None, None, "default"), settings)
 
 
 def _trigger(status: Mapping[str, Any], request: str) -> str:
@@ -275,7 +297,11 @@ def _record(
 ) -> Obj:
     """Move one run from in flight to history; feed the policy what it teaches."""
     if report is not None and report.teaches_policy():
-        state = policy.observe(state, report.outcome())
+        if report.batch_size in (state.get("space") or {}).get("batch_sizes", ()):
+            state = policy.observe(state, report.outcome())
+        elif not note:
+            # The candidates changed while it ran: the fresh policy knows nothing of this size.
+            note = f"batch size {report.batch_size} is no longer a candidate; the policy skips it"
     result = (
         report.result
         if report is not None
@@ -310,7 +336,7 @@ def _record(
     if note:
         item["note"] = note[:512]
     history = [*(status.get("history") or []), item]
-    status["history"] = history[-spec.history_limit :]
+    status["history"] = history[max(0, len(history) - spec.history_limit) :]
     totals = dict(status.get("totals") or {})
     totals["energyJoules"] = float(totals.get("energyJoules") or 0.0) + energy
     totals["seconds"] = float(totals.get("seconds") or 0.0) + seconds
@@ -397,12 +423,35 @@ def _summary(status: Obj, spec: TrainingJobSpec, now: datetime, generation: Any)
     status["observedGeneration"] = generation
 
 
-def _old_jobs(status: Obj, jobs: Mapping[str, Any], spec: TrainingJobSpec) -> list[str]:
-    """Jobs of recorded runs that fell out of the kept history: delete them (and their Pods)."""
-    kept = {str(h["job"]) for h in status.get("history") or []}
-    kept |= {str(a["job"]) for a in status.get("active") or []}
-    del spec
-    return sorted(name for name in jobs if name not in kept)
+def _old_jobs(status: Obj, jobs: Mapping[str, Any]) -> list[str]:
+    """Jobs to delete (with their Pods): those of recorded runs that fell out of the kept
+    history, and those of replaced runs still running (the Replace's delete, until it is done).
+    Never the Job of an active run, nor one of a run newer than this status knows (read
+    before that Job was listed: the Jobs are the truth about runs in flight)."""
+    active = {str(a["job"]) for a in status.get("active") or []}
+    results = {str(h["job"]): h.get("result") for h in status.get("history") or []}
+    runs = int(status.get("runs") or 0)
+    out = []
+    for name, job in jobs.items():
+        if name in active:
+            continue
+        if name in results:
+            if results[name] == "replaced" and job_finished(job) is None:
+                out.append(name)
+            continue
+        run = _run_of(job)
+        if run is not None and run <= runs:
+            out.append(name)
+    return sorted(out)
+
+
+def _run_of(job: Mapping[str, Any]) -> int | None:
+    """The run number a Job was labelled with, or None when it has none."""
+    value = ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN)
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
 
 
 def _job(
