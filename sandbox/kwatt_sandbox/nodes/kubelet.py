@@ -77,6 +77,7 @@ COMPONENT = "kubelet"
 Obj = dict[str, Any]
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _BACKOFF_START, _BACKOFF_MAX = 0.2, 2.0
+ADMISSION_WAIT_S = 5.0
 _API_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError)
 
 
@@ -278,7 +279,7 @@ class PodWorker:
                 task.cancel()
 
     async def _life(self) -> None:
-        plan = self.kubelet.ledger.allocate(self.kubelet.node, self.pod)
+        plan = await self._allocate()
         if plan is None:
             await self._reject()
             return
@@ -298,8 +299,22 @@ class PodWorker:
         for run in self.runs.values():
             if run.state == "waiting" and run.kind != "main":
                 run.reason = "PodInitializing"
+        # Free the devices before the terminal phase is visible: the scheduler counts them
+        # free from then on and may bind the next GPU pod here at once.
+        self.kubelet.ledger.release(self.uid)
         await self.publish()
         log.debug("Pod %s/%s ended %s.", self.namespace, self.name, self.phase)
+
+    async def _allocate(self) -> dict[str, list[str]] | None:
+        """The pod's devices. A pod whose processes are still being killed (force-deleted,
+        so the scheduler already counts its devices free) holds them for a moment: wait
+        a few seconds for them before rejecting the new pod, as admission would."""
+        deadline = time.monotonic() + ADMISSION_WAIT_S
+        while True:
+            plan = self.kubelet.ledger.allocate(self.kubelet.node, self.pod)
+            if plan is not None or time.monotonic() >= deadline or self.stopping.is_set():
+                return plan
+            await asyncio.sleep(0.1)
 
     async def _mount_volumes(self) -> bool:
         """Set up the volumes, retrying while a source is missing; False if the pod stops."""
