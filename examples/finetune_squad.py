@@ -137,7 +137,7 @@ def main() -> None:
             eval_dataset=valid,  # example_id and offset_mapping are dropped before the model
             data_collator=default_data_collator,
             compute_metrics=squad_metrics(raw["validation"], valid),
-            callbacks=[KwattCallback(kw, metric_key="eval_f1")],
+            callbacks=[KwattCallback(kw)],  # eval_f1: spec.target.metric, from the operator
         )
         trainer.train()
 

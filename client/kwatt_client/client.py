@@ -15,8 +15,10 @@ from typing import Any
 # standard library, so they are repeated here and a test checks that they agree.
 ENV_PORT = "KWATT_PORT"
 ENV_BATCH_SIZE = "KWATT_BATCH_SIZE"
+ENV_TARGET_METRIC_NAME = "KWATT_TARGET_METRIC_NAME"
 DEFAULT_PORT = 8931
 DEFAULT_TIMEOUT_S = 0.2
+MAX_METRIC_NAME = 256
 
 log = logging.getLogger("kwatt_client")
 
@@ -44,8 +46,25 @@ def _batch_size(env: Mapping[str, str], name: str) -> int | None:
     return value if value > 0 else None
 
 
+def _metric_name(env: Mapping[str, str]) -> str | None:
+    """The target metric's name (spec.target.metric), or None when absent or unusable."""
+    raw = env.get(ENV_TARGET_METRIC_NAME)
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text:
+        return None
+    if len(text) > MAX_METRIC_NAME or not text.isprintable():
+        log.warning("kwatt: %s=%.40r is not a metric name; ignored.", ENV_TARGET_METRIC_NAME, text)
+        return None
+    return text
+
+
 class Kwatt:
-    """Talks to the sidecar. Every method is safe to call whatever the sidecar's state."""
+    """Talks to the sidecar. Every method is safe to call whatever the sidecar's state.
+
+    `batch_size` and `target_metric` (the name of the TrainingJob's target metric,
+    spec.target.metric, as the framework callbacks look it up) come from the
+    environment the operator sets; each is None when absent or unusable.
+    """
 
     def __init__(
         self,
@@ -60,6 +79,7 @@ class Kwatt:
     ) -> None:
         env = os.environ if env is None else env
         self.batch_size: int | None = _batch_size(env, batch_size_env)
+        self.target_metric: str | None = _metric_name(env)
         self.gpu_uuids = list(gpu_uuids) if gpu_uuids is not None else visible_gpu_uuids(env)
         self.steps_per_epoch = steps_per_epoch
         self.timeout_s = timeout_s

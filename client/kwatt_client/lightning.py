@@ -2,7 +2,9 @@
 
 Each validation epoch (sanity checks excepted) is reported as an epoch end with
 `monitor` from `trainer.callback_metrics`; a stop from the sidecar sets
-`trainer.should_stop`.
+`trainer.should_stop`. An explicit `monitor` is used as given; without one, the
+TrainingJob's `spec.target.metric` (the client's `Kwatt().target_metric`), as
+logged with `self.log(...)`; without either, `val_acc`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ except ImportError:
 
 from kwatt_client.client import Kwatt
 
+DEFAULT_MONITOR = "val_acc"
+
 
 class KwattCallback(Callback):  # type: ignore[misc]
     """Reports steps, validation epochs and the end of training to the kwatt sidecar."""
 
-    def __init__(self, kw: Kwatt | None = None, monitor: str = "val_acc") -> None:
+    def __init__(self, kw: Kwatt | None = None, monitor: str | None = None) -> None:
         super().__init__()
         self.kw = kw if kw is not None else Kwatt()
+        if monitor is None:
+            name = getattr(self.kw, "target_metric", None)
+            monitor = name if isinstance(name, str) and name else DEFAULT_MONITOR
         self.monitor = monitor
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, idx: int) -> None:

@@ -1,8 +1,8 @@
 """Names shared by the operator, the sidecar and the client: one source of truth.
 
 The operator sets these environment variables on the injected sidecar (and the
-batch size on the trainer); the sidecar and the client read them. Changing a
-name here changes it everywhere.
+batch size, the port and the target metric's name on the trainer); the sidecar and
+the client read them. Changing a name here changes it everywhere.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ ENV_POD_NAMESPACE = "POD_NAMESPACE"
 # Operator -> trainer (the name of the batch-size variable is the user's choice;
 # this is its default)
 DEFAULT_BATCH_SIZE_ENV = "KWATT_BATCH_SIZE"
+# spec.target.metric as the user wrote it: the name the framework callbacks look up
+# (the sidecar never needs it: the trainer sends the metric's value, not its name)
+ENV_TARGET_METRIC_NAME = "KWATT_TARGET_METRIC_NAME"
 
 DEFAULT_PORT = 8931
 DEFAULT_METRICS_PORT = 8932

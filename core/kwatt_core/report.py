@@ -43,6 +43,11 @@ class Report:
     `result`: reached (target met), stopped (early-stopped for cost), exhausted
     (max epochs without the target), failed (the trainer failed), interrupted
     (killed or preempted before an outcome).
+
+    `min_limit_w` / `max_limit_w`: the power-limit range (whole watts) that every GPU
+    of the run supports, i.e. the highest of their minimums and the lowest of their
+    maximums, since one limit is set on all of them. None when no GPU was found
+    (and in reports of sidecars older than these fields).
     """
 
     result: Result
@@ -58,6 +63,8 @@ class Report:
     metric: float | None = None
     gpu_model: str = ""
     gpu_count: int = 1
+    min_limit_w: int | None = None
+    max_limit_w: int | None = None
     profile: tuple[ProfilePoint, ...] = field(default=())
     note: str = ""
 
@@ -149,6 +156,19 @@ def decode(text: str) -> Report:
             )
         )
     limit_w = data.get("limit_w")
+    min_limit, max_limit = data.get("min_limit_w"), data.get("max_limit_w")
+    min_limit_w = None if min_limit is None else _int_value(min_limit, "min_limit_w", minimum=1)
+    max_limit_w = None if max_limit is None else _int_value(max_limit, "max_limit_w", minimum=1)
+    if (min_limit_w is None) != (max_limit_w is None):
+        raise ReportError(
+            "Fields 'min_limit_w' and 'max_limit_w' of the run report come together; "
+            f"got {min_limit!r} and {max_limit!r}."
+        )
+    if min_limit_w is not None and max_limit_w is not None and min_limit_w > max_limit_w:
+        raise ReportError(
+            f"Field 'min_limit_w' of the run report ({min_limit_w}) must not exceed "
+            f"'max_limit_w' ({max_limit_w})."
+        )
     return Report(
         result=result,  # type: ignore[arg-type]
         batch_size=_int_value(data.get("batch_size"), "batch_size", minimum=1),
@@ -163,6 +183,8 @@ def decode(text: str) -> Report:
         metric=_optional_float(data, "metric", allow_negative=True),
         gpu_model=str(data.get("gpu_model", ""))[:128],
         gpu_count=_int_value(data.get("gpu_count", 1), "gpu_count", minimum=1),
+        min_limit_w=min_limit_w,
+        max_limit_w=max_limit_w,
         profile=tuple(profile),
         note=str(data.get("note", ""))[:1024],
     )

@@ -12,6 +12,7 @@ read by the caller and return a new state plus the limit to set, if any.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -86,6 +87,14 @@ class Hardware:
                 f"The GPU limits must satisfy 0 < min <= max, got "
                 f"{self.min_limit_w}-{self.max_limit_w} W."
             )
+
+    def limit_range(self) -> tuple[int, int] | None:
+        """The whole watts settable on every GPU of the run, for the report; None without one."""
+        if not self.gpu_count:
+            return None
+        # Rounded to the milliwatt first: NVML's limits are whole mW.
+        low, high = math.ceil(round(self.min_limit_w, 3)), math.floor(round(self.max_limit_w, 3))
+        return (low, high) if 0 < low <= high else None
 
 
 @dataclass(frozen=True)
@@ -308,6 +317,7 @@ def report(
     if prof is not None and prof.phase == "done":
         limit = prof.chosen_w
     notes = " ".join(n for n in (state.note, note) if n)
+    limits = state.hardware.limit_range()
     return Report(
         result=result_of(state),
         batch_size=settings.batch_size,
@@ -322,6 +332,8 @@ def report(
         metric=state.metric,
         gpu_model=state.hardware.gpu_model,
         gpu_count=max(state.hardware.gpu_count, 1),
+        min_limit_w=None if limits is None else limits[0],
+        max_limit_w=None if limits is None else limits[1],
         profile=points,
         note=notes,
     )

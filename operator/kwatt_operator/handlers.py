@@ -100,7 +100,7 @@ async def _work(key: Key, kube: Kube, config: OperatorConfig, queue: WorkQueue) 
     """One reconcile of one TrainingJob; errors come back later with backoff."""
     namespace, name = key
     try:
-        await _reconcile_once(key, kube, config)
+        requeue = await _reconcile_once(key, kube, config)
     except Gone:
         queue.forget(key)
         return
@@ -123,10 +123,11 @@ async def _work(key: Key, kube: Kube, config: OperatorConfig, queue: WorkQueue) 
         queue.add_after(key, delay)
         return
     config._failures.pop(key, None)
-    queue.add_after(key, RESYNC_S)
+    queue.add_after(key, min(RESYNC_S, requeue or RESYNC_S))
 
 
-async def _reconcile_once(key: Key, kube: Kube, config: OperatorConfig) -> None:
+async def _reconcile_once(key: Key, kube: Kube, config: OperatorConfig) -> float | None:
+    """One pass; how soon the TrainingJob wants to be looked at again (None: resync)."""
     snapshot = await kube.read(*key)
     now = datetime.datetime.now(datetime.UTC)
     plan = reconcile(snapshot.trainingjob, snapshot.jobs, snapshot.pods, now, config.sidecar)
@@ -134,6 +135,7 @@ async def _reconcile_once(key: Key, kube: Kube, config: OperatorConfig) -> None:
         await kube.write_status(snapshot.trainingjob, plan.status)
     await _act(snapshot.trainingjob, plan, kube)
     await _report(snapshot.trainingjob, plan, config, kube)
+    return plan.requeue_after_s
 
 
 async def _act(trainingjob: dict[str, Any], plan: Plan, kube: Kube) -> None:

@@ -152,7 +152,8 @@ def sidecar_env(
     if choice.cost_threshold is not None:
         env.append(_env(c.ENV_COST_THRESHOLD, _number(choice.cost_threshold)))
     env += [
-        # The contract's KWATT_TARGET_METRIC carries the target *value*; the name is for people.
+        # KWATT_TARGET_METRIC carries the target *value*; its name goes to the trainer only
+        # (KWATT_TARGET_METRIC_NAME, see pod_template): the sidecar is sent values, not names.
         _env(c.ENV_TARGET_METRIC, _number(spec.target.value)),
         _env(c.ENV_TARGET_HIGHER, "true" if spec.target.higher_is_better else "false"),
     ]
@@ -299,7 +300,8 @@ def pod_template(
     choice: Choice,
     settings: SidecarSettings,
 ) -> dict[str, Any]:
-    """spec.template with the batch size on the trainer and the sidecar injected."""
+    """spec.template with the batch size, the sidecar's port and the target metric's name on
+    the trainer, and the sidecar injected."""
     template = copy.deepcopy(dict(spec.template))
     tmeta = template.setdefault("metadata", {}) or {}
     template["metadata"] = tmeta
@@ -314,6 +316,8 @@ def pod_template(
     if spec.batch_sizes.env != c.ENV_BATCH_SIZE:
         values.append(_env(c.ENV_BATCH_SIZE, choice.batch_size))  # what the client reads
     values.append(_env(c.ENV_PORT, settings.port))
+    # The name the framework callbacks look the metric up by, as spec.target.metric has it.
+    values.append(_env(c.ENV_TARGET_METRIC_NAME, spec.target.metric))
     trainer["env"] = merge_env(trainer.get("env"), values)
     volumes = list(pod.get("volumes") or [])
     if any(isinstance(v, Mapping) and v.get("name") == STATE_VOLUME for v in volumes):

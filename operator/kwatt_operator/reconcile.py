@@ -39,6 +39,7 @@ from kwatt_core.report import Report, ReportError, decode
 from kwatt_operator import conditions as cond
 from kwatt_operator.crd import GROUP
 from kwatt_operator.jobs import LABEL_RUN, SidecarSettings, build_job, job_name
+from kwatt_operator.schedule import due, parse_schedule
 from kwatt_operator.spec import SpecError, TrainingJobSpec, parse_spec
 
 Obj = dict[str, Any]
@@ -75,6 +76,7 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     finished: list[FinishedRun] = field(default_factory=list)
     started: list[Choice] = field(default_factory=list)
+    requeue_after_s: float | None = None  # look again then (the next scheduled time)
 
 
 # --- reading Jobs and Pods ---------------------------------------------------------------
@@ -187,7 +189,8 @@ def reconcile(
 
     # 2. A new run, when one is asked for and allowed.
     request = str((meta.get("annotations") or {}).get(ANNOTATION_RUN_REQUEST, ""))
-    reason = _trigger(status, request)
+    scheduled = _scheduled(status, meta, spec, now, plan)
+    reason = _trigger(status, request) or ("on schedule" if scheduled else "")
     if reason and spec.suspend:
         reason = ""  # held until resumed; the request stays pending
     if reason and active and spec.concurrency_policy == "Forbid":
@@ -203,6 +206,8 @@ def reconcile(
             active = []
         if request:
             status["lastRunRequest"] = request
+        if scheduled is not None:
+            status["lastScheduleTime"] = cond.timestamp(scheduled)
         choice, state = policy.choose(state, [int(a["batchSize"]) for a in active])
         run = int(status.get("runs") or 0) + 1
         entry = {
@@ -253,6 +258,45 @@ def _check_buildable(
     build_job(trainingjob, 1, Choice(default, None, None, "default"), settings)
 
 
+def _scheduled(
+    status: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    now: datetime,
+    plan: Plan,
+) -> datetime | None:
+    """The scheduled time due now (CronJob's rules, schedule.py), if any; sets when the
+    shell should look again. A due time held by Forbid or suspend stays due (within
+    startingDeadlineSeconds), as CronJob starts it late rather than never."""
+    if not spec.schedule:
+        return None
+    schedule = parse_schedule(spec.schedule, spec.time_zone)
+    last = _time(status.get("lastScheduleTime"))
+    created = _time(meta.get("creationTimestamp")) or now
+    found = due(schedule, last, created, now, starting_deadline_s=spec.starting_deadline_seconds)
+    if found.next is not None:
+        plan.requeue_after_s = max(1.0, (found.next - now).total_seconds())
+    if found.too_many:
+        plan.events.append(
+            Event(
+                "Warning",
+                "TooManyMissedRuns",
+                f"More than {found.missed} scheduled runs were missed; only the latest starts. "
+                "Set spec.startingDeadlineSeconds to bound the catch-up.",
+            )
+        )
+    return found.time
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def _trigger(status: Mapping[str, Any], request: str) -> str:
     if not status.get("runs"):
         return "on create"
@@ -264,7 +308,10 @@ def _trigger(status: Mapping[str, Any], request: str) -> str:
 def _policy_state(status: Obj, spec: TrainingJobSpec, uid: str, policy: Policy, plan: Plan) -> Obj:
     """The policy's state from the status, or a fresh one when there is none or the
     candidates changed (what was learned about other batch sizes does not carry over)."""
-    space = spec.search_space(UNKNOWN_MAX_LIMIT_W)
+    gpu = status.get("gpu")
+    known = gpu.get("maxLimitWatts") if isinstance(gpu, dict) else None  # kept across resets
+    known = known if isinstance(known, int) and known > 0 else UNKNOWN_MAX_LIMIT_W
+    space = spec.search_space(known)
     state = status.get("policy")
     if isinstance(state, dict) and state.get("policy") == policy.name:
         old = state.get("space") or {}
@@ -296,8 +343,12 @@ def _record(
     spec: TrainingJobSpec,
 ) -> Obj:
     """Move one run from in flight to history; feed the policy what it teaches."""
+    if report is not None:
+        state = _learn_gpu(status, state, report)
     if report is not None and report.teaches_policy():
-        if report.batch_size in (state.get("space") or {}).get("batch_sizes", ()):
+        if not measured(report):
+            note = note or "the run measured no cost (no energy or time); the policy skips it"
+        elif report.batch_size in (state.get("space") or {}).get("batch_sizes", ()):
             state = policy.observe(state, report.outcome())
         elif not note:
             # The candidates changed while it ran: the fresh policy knows nothing of this size.
@@ -350,6 +401,31 @@ def _record(
     _set(status, "LastRun", "True" if ok else "False", reason, message, None, now)
     plan.events.append(Event("Normal" if ok else "Warning", reason, message))
     plan.finished.append(FinishedRun(item["run"], result, energy, seconds))
+    return state
+
+
+def measured(report: Report) -> bool:
+    """False for a run that did epochs yet cost nothing (no GPU readings: no energy, or no
+    time on a simulated clock): the policy would take its batch size for free, and its
+    epoch cost of 0 breaks its log-cost model, so every later pass would fail."""
+    return not (report.outcome().started and report.cost <= 0)
+
+
+def _learn_gpu(status: Obj, state: Obj, report: Report) -> Obj:
+    """`status.gpu` from a report that knows the GPUs' power-limit range (whatever the run's
+    result: it describes the hardware), and the policy space's highest limit while that is
+    still the placeholder (the default policy runs at it)."""
+    if report.min_limit_w is None or report.max_limit_w is None:
+        return state
+    status["gpu"] = {
+        "model": report.gpu_model,
+        "count": report.gpu_count,
+        "minLimitWatts": report.min_limit_w,
+        "maxLimitWatts": report.max_limit_w,
+    }
+    space = state.get("space")
+    if isinstance(space, dict) and space.get("max_limit_w") == UNKNOWN_MAX_LIMIT_W:
+        state = {**state, "space": {**space, "max_limit_w": report.max_limit_w}}
     return state
 
 
@@ -496,6 +572,7 @@ __all__ = [
     "FinishedRun",
     "Plan",
     "job_finished",
+    "measured",
     "reconcile",
     "report_of",
     "seed_of",

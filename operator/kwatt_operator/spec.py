@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 
 from kwatt_core.contract import DEFAULT_BATCH_SIZE_ENV, SIDECAR_CONTAINER
 from kwatt_core.policies.base import SearchSpace
+from kwatt_operator.schedule import ScheduleError, parse_schedule, parse_time_zone
 
 PowerMode = Literal["optimize", "observe", "fixed"]
 ConcurrencyPolicy = Literal["Allow", "Forbid", "Replace"]
@@ -86,7 +87,9 @@ class TrainingJobSpec:
     target: Target
     objective: Objective = Objective()
     power_limit: PowerLimit = PowerLimit()
-    schedule: str | None = None
+    schedule: str | None = None  # cron, as CronJob's; parse_schedule(schedule, time_zone)
+    time_zone: str | None = None  # IANA name; None means UTC (not the machine's zone)
+    starting_deadline_seconds: int | None = None  # older scheduled times are not started
     concurrency_policy: ConcurrencyPolicy = DEFAULT_CONCURRENCY
     suspend: bool = DEFAULT_SUSPEND
     history_limit: int = DEFAULT_HISTORY_LIMIT
@@ -210,12 +213,11 @@ def parse_spec(spec: Mapping[str, Any] | None) -> TrainingJobSpec:
     objective = _objective(r, spec)
     power_limit = _power_limit(r, spec)
     schedule = r.string(spec, "schedule", "spec.schedule")
-    if (
-        schedule is not None
-        and len(schedule.split()) not in (5, 6)
-        and not schedule.startswith("@")
-    ):
-        r.fail(f"spec.schedule {schedule!r} is not a cron schedule (five fields, or @hourly...).")
+    time_zone = r.string(spec, "timeZone", "spec.timeZone")
+    _check_schedule(r, schedule, time_zone)
+    starting_deadline = r.integer(
+        spec, "startingDeadlineSeconds", "spec.startingDeadlineSeconds", None, 0
+    )
     concurrency = r.choice(
         spec,
         "concurrencyPolicy",
@@ -241,6 +243,8 @@ def parse_spec(spec: Mapping[str, Any] | None) -> TrainingJobSpec:
         objective=objective,
         power_limit=power_limit,
         schedule=schedule,
+        time_zone=time_zone,
+        starting_deadline_seconds=starting_deadline,
         concurrency_policy=cast(ConcurrencyPolicy, concurrency),
         suspend=suspend,
         history_limit=DEFAULT_HISTORY_LIMIT if history_limit is None else history_limit,
@@ -248,6 +252,22 @@ def parse_spec(spec: Mapping[str, Any] | None) -> TrainingJobSpec:
         active_deadline_seconds=deadline,
         ttl_seconds_after_finished=ttl,
     )
+
+
+def _check_schedule(r: _Reader, schedule: str | None, time_zone: str | None) -> None:
+    """Read spec.schedule and spec.timeZone as CronJob does, reporting a bad one of each."""
+    zone_ok = True
+    if time_zone is not None:
+        try:
+            parse_time_zone(time_zone)
+        except ScheduleError as exc:
+            r.fail(str(exc))
+            zone_ok = False
+    if schedule is not None:
+        try:
+            parse_schedule(schedule, time_zone if zone_ok else None)
+        except ScheduleError as exc:
+            r.fail(str(exc))
 
 
 def _template(r: _Reader, spec: Mapping[str, Any]) -> dict[str, Any] | None:

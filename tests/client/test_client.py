@@ -55,6 +55,7 @@ def test_names_agree_with_the_contract() -> None:
     assert client.ENV_PORT == contract.ENV_PORT
     assert client.ENV_BATCH_SIZE == contract.DEFAULT_BATCH_SIZE_ENV
     assert client.DEFAULT_PORT == contract.DEFAULT_PORT
+    assert client.ENV_TARGET_METRIC_NAME == contract.ENV_TARGET_METRIC_NAME
 
 
 def test_no_sidecar_costs_at_most_one_short_timeout() -> None:
@@ -221,3 +222,96 @@ def test_thread_safety_is_not_required_but_calls_do_not_crash() -> None:
     for t in threads:
         t.join()
     assert kw.quiet
+
+
+# --- the target metric's name (spec.target.metric, KWATT_TARGET_METRIC_NAME) -----------------
+
+
+class NamedRecorder(Recorder):
+    """A Recorder that also carries the name the operator handed the trainer."""
+
+    def __init__(self, target_metric: str | None, stop_after: int = 99) -> None:
+        super().__init__(stop_after)
+        self.target_metric = target_metric
+
+
+def test_target_metric_name_from_env() -> None:
+    name = contract.ENV_TARGET_METRIC_NAME
+    assert Kwatt(env={name: "accuracy"}, connect=False).target_metric == "accuracy"
+    assert Kwatt(env={name: " eval_f1\n"}, connect=False).target_metric == "eval_f1"
+    assert Kwatt(env={}, connect=False).target_metric is None
+
+
+@pytest.mark.parametrize("value", ["", "   ", "acc\x00uracy", "a\tb", "x" * 257])
+def test_a_bad_target_metric_name_is_ignored_not_an_error(value: str) -> None:
+    """The client never breaks training: an unusable name is as good as none."""
+    kw = Kwatt(env={contract.ENV_TARGET_METRIC_NAME: value, "KWATT_PORT": "8931"}, connect=False)
+    assert kw.target_metric is None and not kw.quiet
+
+
+def _evaluate(cb: Any, metrics: dict[str, float]) -> float | None:
+    control = types.SimpleNamespace(should_training_stop=False)
+    cb.on_evaluate(None, None, control, metrics=metrics)
+    epochs = [c for c in cb.kw.calls if c[0] == "epoch"]
+    return epochs[-1][1]  # type: ignore[no-any-return]
+
+
+# The Trainer reports compute_metrics' `f1` as `eval_f1` (and `eval_loss` as is):
+EVALUATION = {"eval_loss": 0.9, "eval_f1": 81.5, "eval_accuracy": 0.7, "f1": -1.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "explicit", "expected"),
+    [
+        ("f1", None, 81.5),  # without the prefix: the Trainer's eval_ rule applies
+        ("eval_f1", None, 81.5),  # with it: used as is, never eval_eval_f1
+        ("loss", None, 0.9),
+        (None, None, 0.7),  # no name: eval_accuracy, as before
+        ("f1", "eval_accuracy", 0.7),  # an explicit key wins over the TrainingJob's name
+        ("f1", "f1", -1.0),  # ... and is used exactly as given
+        ("recall", None, None),  # a name the evaluation lacks: an epoch without a metric
+    ],
+)
+def test_hugging_face_callback_looks_the_target_metric_up_by_name(
+    fake_frameworks: None, name: str | None, explicit: str | None, expected: float | None
+) -> None:
+    from kwatt_client.hf import KwattCallback
+
+    rec = NamedRecorder(name)
+    cb = KwattCallback(kw=rec, metric_key=explicit)  # type: ignore[arg-type]
+    assert _evaluate(cb, EVALUATION) == expected
+
+
+def test_hugging_face_callback_reads_the_name_from_the_environment(
+    fake_frameworks: None,
+) -> None:
+    """From the variable the operator sets, through a real Kwatt, to the Trainer's key."""
+    from kwatt_client.hf import KwattCallback
+
+    env = {contract.ENV_TARGET_METRIC_NAME: "f1", "KWATT_PORT": str(dead_port())}
+    assert KwattCallback(kw=Kwatt(env=env, connect=False)).metric_key == "eval_f1"
+    bad = {contract.ENV_TARGET_METRIC_NAME: "\x07", "KWATT_PORT": str(dead_port())}
+    assert KwattCallback(kw=Kwatt(env=bad, connect=False)).metric_key == "eval_accuracy"
+
+
+@pytest.mark.parametrize(
+    ("name", "explicit", "expected"),
+    [
+        ("val_f1", None, 0.8),  # the name as logged with self.log(...), no prefix added
+        (None, None, 0.7),  # no name: val_acc, as before
+        ("val_f1", "val_acc", 0.7),  # an explicit monitor wins
+        ("f1", None, None),  # Lightning has no eval_ rule: `f1` is not `val_f1`
+    ],
+)
+def test_lightning_callback_monitors_the_target_metric_by_name(
+    fake_frameworks: None, name: str | None, explicit: str | None, expected: float | None
+) -> None:
+    from kwatt_client.lightning import KwattCallback
+
+    rec = NamedRecorder(name)
+    cb = KwattCallback(kw=rec, monitor=explicit)  # type: ignore[arg-type]
+    trainer = types.SimpleNamespace(
+        sanity_checking=False, callback_metrics={"val_acc": 0.7, "val_f1": 0.8}, should_stop=False
+    )
+    cb.on_validation_epoch_end(trainer, None)
+    assert rec.calls == [("epoch", expected)]

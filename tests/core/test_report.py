@@ -72,3 +72,43 @@ def test_bad_fields_are_named(change: dict[str, object], field: str) -> None:
 def test_not_json() -> None:
     with pytest.raises(ReportError, match="not valid JSON"):
         decode("report: ok")
+
+
+def test_the_gpus_power_range_round_trips() -> None:
+    report = sample(min_limit_w=200, max_limit_w=700)
+    back = decode(encode(report))
+    assert back == report and (back.min_limit_w, back.max_limit_w) == (200, 700)
+    assert decode(encode(sample())).min_limit_w is None  # no GPU found: null, and back
+
+
+def test_old_reports_without_the_power_range_still_decode() -> None:
+    """A report of a sidecar from before the range existed: same fields, the range None."""
+    data = json.loads(encode(sample()))
+    del data["min_limit_w"], data["max_limit_w"]
+    back = decode(json.dumps(data))
+    assert (back.min_limit_w, back.max_limit_w) == (None, None)
+    assert back == sample()
+
+
+def test_a_range_in_a_huge_report_survives_the_4k_squeeze() -> None:
+    points = tuple(ProfilePoint(700 - i, 1e7 + i, 1e3 + i, 40) for i in range(200))
+    text = encode(sample(profile=points, note="x" * 10_000, min_limit_w=200, max_limit_w=700))
+    assert len(text.encode()) <= MAX_BYTES
+    assert (decode(text).min_limit_w, decode(text).max_limit_w) == (200, 700)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"min_limit_w": 0, "max_limit_w": 250}, "min_limit_w"),
+        ({"min_limit_w": 100, "max_limit_w": 250.5}, "max_limit_w"),
+        ({"min_limit_w": "100", "max_limit_w": 250}, "min_limit_w"),
+        ({"min_limit_w": 300, "max_limit_w": 250}, "min_limit_w"),
+        ({"min_limit_w": 100, "max_limit_w": None}, "max_limit_w"),
+    ],
+)
+def test_bad_power_ranges_are_named(change: dict[str, object], field: str) -> None:
+    data = json.loads(encode(sample()))
+    data.update(change)
+    with pytest.raises(ReportError, match=field):
+        decode(json.dumps(data))

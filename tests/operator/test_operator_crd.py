@@ -204,8 +204,10 @@ def test_served_crd_defaults_validates_and_prints(
         assert info.value.status == 422, field
         assert field in info.value.body, field
 
-    # The status subresource carries what the printer columns show.
-    custom.patch_namespaced_custom_object_status(
+    # The status subresource carries what the printer columns show, and keeps (does not
+    # prune) the GPUs' record that the operator writes from the reports.
+    gpu = {"model": "Tesla V100-SXM2-32GB", "count": 2, "minLimitWatts": 100, "maxLimitWatts": 250}
+    patched = custom.patch_namespaced_custom_object_status(
         "kwatt.dev",
         "v1alpha1",
         namespace,
@@ -219,9 +221,11 @@ def test_served_crd_defaults_validates_and_prints(
                 "currentPowerLimitWatts": 175,
                 "totals": {"energyJoules": 12345.5, "seconds": 60},
                 "savings": {"energyPercent": 21.5, "timePercent": -3.0},
+                "gpu": gpu,
             }
         },
     )
+    assert patched["status"]["gpu"] == gpu
     result = cluster.kubectl("get", "tj", "-n", namespace)
     header, row = result.stdout.splitlines()[:2]
     assert header.split() == [

@@ -11,139 +11,32 @@ file and needed nothing beyond it.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from operator_support import (
+    check_rbac,
+    metrics,
+    running_operator,
+    status_of,
+    trainingjob,
+)
 
-from kwatt_operator.crd import crd_path
 from kwatt_operator.reconcile import ANNOTATION_RUN_REQUEST
 from kwatt_sandbox.testing import Cluster, eventually
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def trainingjob(namespace: str) -> dict[str, Any]:
-    trainer = {
-        "name": "train",
-        "image": "ignored:1",
-        "command": ["python", "-m", "kwatt_sandbox.gpu.trainer"],
-        "args": ["--workload", "cifar100", "--gpu", "v100", "--time-scale", "0.0005"],
-        "resources": {"limits": {"nvidia.com/gpu": 1}},
-    }
-    return {
-        "apiVersion": "kwatt.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": "cifar", "namespace": namespace, "labels": {"team": "vision"}},
-        "spec": {
-            "template": {"spec": {"terminationGracePeriodSeconds": 1, "containers": [trainer]}},
-            "batchSizes": {"candidates": [256, 512, 1024], "default": 1024},
-            "target": {"metric": "accuracy", "value": 0.6, "maxEpochs": 100},
-            "backoffLimit": 0,
-            "historyLimit": 1,
-        },
-    }
-
-
-REPO = Path(__file__).resolve().parents[2]
-RBAC = REPO / "operator" / "rbac" / "clusterrole.yaml"
-ACCOUNT = "kwatt-operator"
-
-
-def service_account_kubeconfig(cluster: Cluster, namespace: str, path: Path) -> Path:
-    """A kubeconfig for the ServiceAccount `kwatt-operator`, bound to the operator's
-    ClusterRole only: the operator gets exactly the rights the chart gives it."""
-    cluster.kubectl("apply", "--server-side", "-f", str(RBAC))
-    cluster.kubectl("create", "serviceaccount", ACCOUNT, "-n", namespace)
-    cluster.kubectl(
-        "create",
-        "clusterrolebinding",
-        f"{ACCOUNT}-{namespace}",
-        f"--clusterrole={ACCOUNT}",
-        f"--serviceaccount={namespace}:{ACCOUNT}",
-    )
-    token = cluster.kubectl("create", "token", ACCOUNT, "-n", namespace).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    server = admin["clusters"][0]["cluster"]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "sandbox", "cluster": server}],
-        "users": [{"name": ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": ACCOUNT, "context": {"cluster": "sandbox", "user": ACCOUNT}}],
-        "current-context": ACCOUNT,
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
 @pytest.fixture
 def operator(sandbox: Cluster, namespace: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """`kwatt operator` watching the test's namespace, as its ServiceAccount."""
-    sandbox.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
-    sandbox.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.kwatt.dev")
-    kubeconfig = service_account_kubeconfig(sandbox, namespace, tmp_path / "operator.kubeconfig")
-    log = (tmp_path / "operator.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kwatt_cli.main",
-            "operator",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--namespace",
-            namespace,
-            "--sidecar-image",
-            "ignored:1",
-            "--sidecar-state-dir",
-            str(tmp_path / "state"),
-            "--metrics-port",
-            "0",
-        ],
-        env=sandbox.env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    yield proc
-    sandbox.kubectl("delete", "clusterrolebinding", f"{ACCOUNT}-{namespace}", check=False)
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
-    print((tmp_path / "operator.log").read_text()[-6000:])
-
-
-def status_of(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    tj = cluster.kubectl_json("get", "trainingjob", "cifar", "-n", namespace)
-    status: dict[str, Any] = tj.get("status") or {}
-    return status
-
-
-def metrics(log: Path) -> dict[tuple[str, str], float]:
-    """The operator's Prometheus metrics, found through the address it logged."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    found = re.search(r"Metrics on (http://127\.0\.0\.1:\d+/metrics)", log.read_text())
-    assert found, log.read_text()[-2000:]
-    with urllib.request.urlopen(found.group(1), timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            values[(sample.name, sample.labels.get("result", ""))] = sample.value
-    return values
+    with running_operator(sandbox, namespace, tmp_path) as op:
+        assert op.proc is not None
+        yield op.proc
 
 
 def test_recurrences_run_report_and_teach_the_policy(
@@ -166,6 +59,10 @@ def test_recurrences_run_report_and_teach_the_policy(
     assert first["policy"]["limits"].get("1024") == run["powerLimitWatts"]
     assert first["totals"]["energyJoules"] == pytest.approx(run["energyJoules"])
     assert first["active"] == [] and first["runs"] == 1
+    # The sidecar reported the simulated V100's power range; the API server kept status.gpu.
+    gpu = first["gpu"]
+    assert (gpu["count"], gpu["minLimitWatts"], gpu["maxLimitWatts"]) == (1, 100, 250)
+    assert gpu["model"] and first["policy"]["space"]["max_limit_w"] == 250
     conditions = {c["type"]: c for c in first["conditions"]}
     assert conditions["Ready"]["status"] == "True"
     assert conditions["LastRun"]["reason"] == "TargetReached"
@@ -211,35 +108,3 @@ def test_recurrences_run_report_and_teach_the_policy(
         final["totals"]["seconds"]
     )
     check_rbac(sandbox, namespace)
-
-
-def allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
-    return any(
-        group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
-        for rule in rules
-    )
-
-
-def check_rbac(cluster: Cluster, namespace: str) -> None:
-    """Every request the operator made was allowed by the role, and the role has no rule
-    (group, resource, verb) that the operator did not use."""
-    rules = yaml.safe_load(RBAC.read_text())["rules"]
-    user = f"system:serviceaccount:{namespace}:{ACCOUNT}"
-    used: set[tuple[str, str, str]] = set()
-    for event in eventually(lambda: cluster.audit_events(user), timeout=10):
-        ref = event.get("objectRef")
-        if ref is None:
-            continue  # discovery (non-resource URLs), allowed to every authenticated user
-        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        key = (ref.get("apiGroup", ""), resource, event["verb"])
-        assert event["responseStatus"]["code"] != 403, (key, event["responseStatus"])
-        assert allowed(rules, *key), f"the operator used {key}, which the role does not grant"
-        used.add(key)
-    granted = {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-    assert granted <= used, f"rules the operator never used: {sorted(granted - used)}"

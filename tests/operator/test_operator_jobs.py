@@ -106,6 +106,7 @@ def test_trainer_env_is_merged_without_duplicates() -> None:
         {"name": "EPOCHS", "value": "10"},
         {"name": "KWATT_BATCH_SIZE", "value": "32"},
         {"name": "KWATT_PORT", "value": str(contract.DEFAULT_PORT)},
+        {"name": "KWATT_TARGET_METRIC_NAME", "value": "accuracy"},
     ]
 
 
@@ -292,3 +293,40 @@ def test_settings_reach_the_sidecar() -> None:
     assert _env(job["spec"]["template"]["spec"]["containers"][0])["KWATT_PORT"] == "9000"
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert volumes[-1]["hostPath"]["path"] == "/opt/kwatt"
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "eval_f1", "f1", "val/acc"])
+def test_the_target_metrics_name_reaches_the_trainer_and_its_client(metric: str) -> None:
+    """spec.target.metric, as written, is KWATT_TARGET_METRIC_NAME on the trainer (replacing
+    the user's own entry), the client's `target_metric`; the sidecar gets the value only."""
+    from kwatt_client import Kwatt
+
+    tj = sample_trainingjob(target={"metric": metric, "value": 0.6, "maxEpochs": 50})
+    tj["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "KWATT_TARGET_METRIC_NAME", "value": "stale"}
+    )
+    job = build_job(tj, 1, CHOICE, SETTINGS)
+    trainer = job["spec"]["template"]["spec"]["containers"][0]
+    names = [e["name"] for e in trainer["env"]]
+    assert names.count(contract.ENV_TARGET_METRIC_NAME) == 1
+    env = _env(trainer)
+    assert env["KWATT_TARGET_METRIC_NAME"] == metric
+    assert Kwatt(env=env, connect=False).target_metric == metric
+    sidecar = _env(_sidecar(job))
+    assert contract.ENV_TARGET_METRIC_NAME not in sidecar
+    assert sidecar["KWATT_TARGET_METRIC"] == "0.6"
+
+
+def test_the_target_metrics_name_goes_to_the_named_trainer_only() -> None:
+    template = {
+        "spec": {
+            "containers": [
+                {"name": "logger", "image": "log:1"},
+                {"name": "train", "image": "train:1"},
+            ]
+        }
+    }
+    tj = sample_trainingjob(template=template, trainer="train")
+    pod = build_job(tj, 1, CHOICE, SETTINGS)["spec"]["template"]["spec"]
+    assert "env" not in pod["containers"][0]
+    assert _env(pod["containers"][1])["KWATT_TARGET_METRIC_NAME"] == "accuracy"

@@ -12,6 +12,7 @@ the Jobs, and it can "crash" between the two.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 import re
@@ -23,9 +24,10 @@ import pytest
 
 from conftest import TJ_UID, sample_trainingjob
 from kwatt_core.contract import SIDECAR_CONTAINER
-from kwatt_core.policies import KwattPolicy
+from kwatt_core.policies import DefaultPolicy, KwattPolicy
 from kwatt_core.policies.base import Choice, SearchSpace, State
 from kwatt_core.report import Report, decode, encode
+from kwatt_operator import crd
 from kwatt_operator.jobs import SidecarSettings, build_job, choice_of_job
 from kwatt_operator.reconcile import ANNOTATION_RUN_REQUEST, Plan, reconcile, seed_of
 from kwatt_operator.spec import DEFAULT_HISTORY_LIMIT
@@ -894,3 +896,146 @@ def test_passes_cut_short_anywhere_record_every_run_exactly_once(seed: int, poli
     for h in history:  # each recorded run that ran to its end was fed with its own report
         if h["result"] == "reached":
             assert h["energyJoules"] == energy[h["run"]]
+
+
+# --- 13. the GPUs' power range, from the reports: status.gpu ----------------------------------
+
+V100 = "Tesla V100-SXM2-32GB"  # report()'s GPU
+
+
+def _gpu(low: int, high: int, count: int = 1) -> Obj:
+    return {"model": V100, "count": count, "minLimitWatts": low, "maxLimitWatts": high}
+
+
+@pytest.mark.parametrize(
+    ("runs", "gpu", "space_max"),
+    [
+        # Each run: (the report's result, or None for a run without a report, and its range).
+        ([("reached", (100, 250, 1))], _gpu(100, 250), 250),
+        ([("reached", (150, 300, 4))], _gpu(150, 300, 4), 300),
+        # The range describes the hardware: a failed or interrupted run's report teaches it too.
+        ([("failed", (100, 250, 1))], _gpu(100, 250), 250),
+        ([("interrupted", (100, 250, 1))], _gpu(100, 250), 250),
+        # Nothing known yet: an old sidecar's report (no range), or no report at all.
+        ([("reached", None)], None, 0),
+        ([(None, None)], None, 0),
+        # What is known stays when later reports say nothing of it.
+        ([("reached", (100, 250, 1)), ("reached", None), (None, None)], _gpu(100, 250), 250),
+        ([("reached", None), ("stopped", (100, 250, 1))], _gpu(100, 250), 250),
+        # The latest report with a range is status.gpu; the space's maximum, once it is no
+        # longer the placeholder, is left to the policy.
+        ([("reached", (100, 250, 1)), ("exhausted", (150, 300, 2))], _gpu(150, 300, 2), 250),
+    ],
+)
+def test_status_gpu_records_the_latest_reported_power_range(
+    runs: list[tuple[str | None, tuple[int, int, int] | None]], gpu: Obj | None, space_max: int
+) -> None:
+    world = World()
+    for i, (result, limits) in enumerate(runs, start=1):
+        if i > 1:
+            world.request(f"r{i}")
+        world.step()
+        (entry,) = world.status["active"]
+        rep: Report | None = None
+        if result is not None:
+            rep = report(int(entry["batchSize"]), result=result)
+            if limits is not None:
+                low, high, count = limits
+                rep = dataclasses.replace(rep, min_limit_w=low, max_limit_w=high, gpu_count=count)
+        world.finish(str(entry["job"]), rep, "Complete" if rep is not None else "Failed")
+        world.step()
+    assert world.status["recordedRuns"] == len(runs) and world.status["active"] == []
+    assert world.status.get("gpu") == gpu
+    assert world.status["policy"]["space"]["max_limit_w"] == space_max
+    if gpu is not None:  # fields the CRD's status schema has: the API server keeps them
+        schema = crd.openapi_schema()["properties"]["status"]["properties"]["gpu"]["properties"]
+        assert set(gpu) <= set(schema)
+        assert {k: type(v).__name__ for k, v in gpu.items()} == {
+            k: {"string": "str", "integer": "int"}[schema[k]["type"]] for k in gpu
+        }
+
+
+def test_the_default_policy_runs_at_the_reported_maximum_limit() -> None:
+    """DefaultPolicy runs the default batch size at the space's maximum limit: unknown (the
+    placeholder 0) for run 1, the GPUs' reported maximum from run 2 on, and across a reset."""
+    policy = DefaultPolicy()
+    first = reconcile(trainingjob(), [], {}, T0, SETTINGS, policy=policy)
+    assert first.status is not None
+    assert first.status["policy"]["space"]["max_limit_w"] == 0
+    status = status_json(first.status)
+    rep = dataclasses.replace(report(DEFAULT), min_limit_w=100, max_limit_w=250)
+    done = reconcile(
+        trainingjob(status, request="again"),
+        [finished(first.create[0])],
+        pods_with("cifar-run-1", rep),
+        T0 + timedelta(hours=1),
+        SETTINGS,
+        policy=policy,
+    )
+    assert done.status is not None
+    assert done.status["gpu"] == _gpu(100, 250)
+    assert done.status["policy"]["space"]["max_limit_w"] == 250
+    (entry,) = done.status["active"]
+    assert (entry["run"], entry["batchSize"], entry["powerLimitWatts"]) == (2, DEFAULT, 250)
+    (job,) = done.create
+    sidecar = job["spec"]["template"]["spec"]["initContainers"][-1]
+    assert {"name": "KWATT_CACHED_LIMIT_W", "value": "250"} in sidecar["env"]
+    # New candidates reset the policy; the GPUs are the same, so their maximum is kept.
+    sizes = {"candidates": [16, 64], "default": 16}
+    reset = reconcile(
+        trainingjob(status_json(done.status), generation=2, batchSizes=sizes),
+        [],
+        {},
+        T0 + timedelta(hours=2),
+        SETTINGS,
+        policy=policy,
+    )
+    assert reset.status is not None and "PolicyReset" in [e.reason for e in reset.events]
+    assert reset.status["policy"]["space"]["max_limit_w"] == 250
+
+
+def test_schedule_starts_the_due_run_once_and_says_when_to_look_again() -> None:
+    """spec.schedule, CronJob's way: at 10:15 an every-15-minutes TrainingJob created at
+    10:01 whose first run is recorded starts one run for 10:15, remembers 10:15 as the last
+    scheduled time, starts nothing more at 10:20, and asks to be looked at again at 10:30."""
+    from datetime import UTC, datetime
+
+    from kwatt_operator.jobs import SidecarSettings
+    from kwatt_operator.reconcile import reconcile
+
+    created = datetime(2026, 3, 2, 10, 1, tzinfo=UTC)
+    tj: dict[str, Any] = {
+        "apiVersion": "kwatt.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {
+            "name": "nightly",
+            "namespace": "ml",
+            "uid": "u-sched",
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-03-02T10:01:00Z",
+        },
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}},
+            "batchSizes": {"candidates": [8, 16], "default": 16},
+            "target": {"metric": "accuracy", "value": 0.5},
+            "schedule": "*/15 * * * *",
+        },
+    }
+    settings = SidecarSettings(image="sidecar:1")
+    first = reconcile(tj, [], {}, created, settings)  # run 1, on create
+    assert first.status is not None
+    status = {**first.status, "active": []}  # run 1 recorded meanwhile (not this test's point)
+    at_1015 = reconcile(
+        {**tj, "status": status}, [], {}, datetime(2026, 3, 2, 10, 15, 5, tzinfo=UTC), settings
+    )
+    assert at_1015.status is not None and at_1015.status["runs"] == 2
+    assert at_1015.status["active"][0]["trigger"] == "on schedule"
+    assert at_1015.status["lastScheduleTime"] == "2026-03-02T10:15:00Z"
+    assert at_1015.requeue_after_s == pytest.approx(14 * 60 + 55)
+    later = {**at_1015.status, "active": []}
+    at_1020 = reconcile(
+        {**tj, "status": later}, [], {}, datetime(2026, 3, 2, 10, 20, tzinfo=UTC), settings
+    )
+    assert at_1020.create == [] and (at_1020.status or later)["runs"] == 2
+    assert at_1020.requeue_after_s == pytest.approx(10 * 60)

@@ -71,3 +71,24 @@ def test_report_fits_4k_with_a_long_note(tmp_path: Path) -> None:
     sc.hello(node.uuids, None)
     sc.finish()
     assert len((tmp_path / "term").read_bytes()) <= 4096
+
+
+def test_report_carries_the_range_every_gpu_supports(tmp_path: Path) -> None:
+    """One limit is set on all the run's GPUs, so the reported range is the one each of them
+    accepts: the highest minimum and the lowest maximum, in whole watts inside it."""
+    node = make_node(tmp_path, count=2)
+    node.patch(node.uuids[0], min_limit_w=100.0, max_limit_w=250.0)
+    node.patch(node.uuids[1], min_limit_w=125.5, max_limit_w=230.9)
+    sc = sidecar_on(node.gpu_dir, tmp_path)
+    sc.hello(node.uuids, None)
+    report = sc.finish()
+    assert (report.gpu_count, report.min_limit_w, report.max_limit_w) == (2, 126, 230)
+    written = decode((tmp_path / "term").read_text())
+    assert (written.min_limit_w, written.max_limit_w) == (126, 230)
+
+
+def test_no_hello_means_no_range(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    report = sidecar_on(node.gpu_dir, tmp_path).finish()
+    assert report.result == "interrupted"
+    assert (report.min_limit_w, report.max_limit_w) == (None, None)

@@ -31,6 +31,9 @@ def test_profiles_across_short_epochs_and_reaches_target(tmp_path: Path) -> None
     assert report.limit_w is not None and 100 <= report.limit_w < 250
     assert 500 < report.time_s < 800  # trace seconds, not wall seconds
     assert report.energy_j > 0 and report.epoch_cost is not None
+    # The GPU's power range, read from the device: the V100 trace's 100-250 W.
+    assert (report.gpu_model, report.gpu_count) == (node.device().model, 1)
+    assert (report.min_limit_w, report.max_limit_w) == (100, 250)
     assert node.device().limit_w == 250.0  # default restored
     assert not list(node.state_dir.glob("*.json"))  # the restore record is gone
     log = sc.log()
@@ -138,6 +141,8 @@ def test_refused_limit_means_observe_mode_said_once(tmp_path: Path) -> None:
     sc.stop()
     report = sc.report()
     assert report["mode"] == "observe" and report["limit_w"] is None
+    # Not allowed to change it, the range is still the GPU's: the operator learns it.
+    assert (report["min_limit_w"], report["max_limit_w"]) == (100, 250)
     assert "NVML_ERROR_NO_PERMISSION" in report["note"]
     assert report["energy_j"] > 0 and report["result"] == "exhausted"
     assert sc.log().count("may not change the GPU power limit") == 1
@@ -153,6 +158,7 @@ def test_hidden_gpus_are_reported_with_the_fix(tmp_path: Path) -> None:
     note = sc.report()["note"]
     assert "cannot see the trainer's GPU" in note and "NVIDIA_VISIBLE_DEVICES=all" in note
     assert sc.report()["mode"] == "observe"
+    assert (sc.report()["min_limit_w"], sc.report()["max_limit_w"]) == (None, None)  # no GPU
     sc.stop()
 
 
