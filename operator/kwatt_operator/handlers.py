@@ -115,7 +115,7 @@ async def _work(key: Key, kube: Kube, config: OperatorConfig, queue: WorkQueue) 
             "Reconciling TrainingJob %s/%s failed (%s); retrying in %.0f s.",
             namespace,
             name,
-            exc,
+            _brief(exc),
             delay,
         )
         if config.metrics is not None:
@@ -171,6 +171,14 @@ async def _report(
         config.metrics.run_started(
             meta["namespace"], meta["name"], choice.batch_size, choice.power_limit_w
         )
+
+
+def _brief(exc: Exception) -> str:
+    """One line about a failure: an API error's status and reason, not its headers."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
 def _api_client() -> Any:

@@ -285,8 +285,8 @@ def build_job(
         job_spec["backoffLimit"] = spec.backoff_limit
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    if spec.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    # No ttlSecondsAfterFinished: the operator deletes a run's Job after its TTL only once
+    # the run is recorded (reconcile._expired_jobs), so no report is ever lost to it.
     if suspend is not None:
         job_spec["suspend"] = suspend
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}

@@ -244,6 +244,9 @@ def reconcile(
     status["policy"] = state
     _summary(status, spec, now, generation)
     plan.delete += [name for name in _old_jobs(status, by_name) if name not in plan.delete]
+    plan.delete += [
+        n for n in _expired_jobs(status, by_name, spec, now, plan) if n not in plan.delete
+    ]
     if _changed(old, status):
         plan.status = status
     return plan
@@ -519,6 +522,43 @@ def _old_jobs(status: Obj, jobs: Mapping[str, Any]) -> list[str]:
         if run is not None and run <= runs:
             out.append(name)
     return sorted(out)
+
+
+def _expired_jobs(
+    status: Obj, jobs: Mapping[str, Any], spec: TrainingJobSpec, now: datetime, plan: Plan
+) -> list[str]:
+    """spec.ttlSecondsAfterFinished, applied by the operator and only to recorded runs.
+
+    Left to the Job's own TTL, a Job (and the Pods holding the sidecar's report) could
+    vanish before a pass saw it finish: the run would lose its report, or, when the
+    operator died before noting the Job, be run a second time. So Jobs are built without
+    a TTL, and a recorded run's Job is deleted once its TTL after completion has passed;
+    the pass asks to be looked at again when the next one expires."""
+    ttl = spec.ttl_seconds_after_finished
+    if ttl is None:
+        return []
+    recorded = {str(h["job"]) for h in status.get("history") or []}
+    out = []
+    for name, job in jobs.items():
+        if name not in recorded or job_finished(job) is None:
+            continue
+        done = _time((job.get("status") or {}).get("completionTime")) or _finished_at(job) or now
+        left = (done - now).total_seconds() + ttl
+        if left <= 0:
+            out.append(name)
+        else:
+            soonest = plan.requeue_after_s
+            plan.requeue_after_s = left if soonest is None else min(soonest, left)
+    return sorted(out)
+
+
+def _finished_at(job: Mapping[str, Any]) -> datetime | None:
+    """When a Job's Complete or Failed condition turned true (a failed Job has no
+    completionTime)."""
+    for item in (job.get("status") or {}).get("conditions") or []:
+        if item.get("status") == "True" and item.get("type") in ("Complete", "Failed"):
+            return _time(item.get("lastTransitionTime"))
+    return None
 
 
 def _run_of(job: Mapping[str, Any]) -> int | None:
