@@ -1039,3 +1039,52 @@ def test_schedule_starts_the_due_run_once_and_says_when_to_look_again() -> None:
     )
     assert at_1020.create == [] and (at_1020.status or later)["runs"] == 2
     assert at_1020.requeue_after_s == pytest.approx(10 * 60)
+
+
+def test_ttl_deletes_a_recorded_runs_job_only_after_its_time() -> None:
+    """ttlSecondsAfterFinished is applied to recorded runs only, counted from the Job's
+    completion: kept before (and the pass asks to look again when it expires), deleted after;
+    an unrecorded finished Job is never deleted by it."""
+    from datetime import UTC, datetime
+
+    from kwatt_operator.jobs import SidecarSettings
+    from kwatt_operator.reconcile import reconcile
+
+    settings = SidecarSettings(image="sidecar:1")
+    tj: dict[str, Any] = {
+        "apiVersion": "kwatt.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "t", "namespace": "ml", "uid": "u-ttl", "generation": 1},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}},
+            "batchSizes": {"candidates": [8, 16], "default": 16},
+            "target": {"metric": "accuracy", "value": 0.5},
+            "ttlSecondsAfterFinished": 600,
+        },
+    }
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    plan = reconcile(tj, [], {}, start, settings)
+    assert plan.status is not None
+    job = plan.create[0]
+    done = {
+        **job,
+        "status": {
+            "completionTime": "2026-03-02T10:05:00Z",
+            "conditions": [{"type": "Complete", "status": "True"}],
+        },
+    }
+    # The pass that records run 1 (no report: noreport) keeps its Job for 10 minutes.
+    at_1006 = reconcile(
+        {**tj, "status": plan.status}, [done], {}, datetime(2026, 3, 2, 10, 6, tzinfo=UTC), settings
+    )
+    assert at_1006.status is not None and at_1006.status["recordedRuns"] == 1
+    assert at_1006.delete == []
+    assert at_1006.requeue_after_s == pytest.approx(9 * 60)
+    at_1016 = reconcile(
+        {**tj, "status": at_1006.status},
+        [done],
+        {},
+        datetime(2026, 3, 2, 10, 16, tzinfo=UTC),
+        settings,
+    )
+    assert at_1016.delete == [job["metadata"]["name"]]
