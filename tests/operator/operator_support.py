@@ -18,7 +18,9 @@ from typing import IO, Any
 import yaml
 
 from kwatt_operator.crd import crd_path
+from kwatt_operator.jobs import SidecarSettings
 from kwatt_operator.reconcile import ANNOTATION_RUN_REQUEST
+from kwatt_sandbox.controlplane.cluster import free_port
 from kwatt_sandbox.testing import Cluster, eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,6 +188,31 @@ def running_operator(
         cluster.kubectl("delete", "clusterrolebinding", f"{ACCOUNT}-{namespace}", check=False)
         operator.stop()
         print(operator.log()[-6000:])
+
+
+def create_returning(cluster: Cluster, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """Create `obj` in `namespace` and return it as the API server stored it (uid and
+    defaults), retrying while a just-established CRD is not yet served."""
+    created: dict[str, Any] = eventually(
+        lambda: json.loads(
+            cluster.kubectl(
+                "create", "-n", namespace, "-o", "json", "-f", "-", input=json.dumps(obj)
+            ).stdout
+        ),
+        timeout=30,
+    )
+    return created
+
+
+def sandbox_sidecar(tmp_path: Path) -> SidecarSettings:
+    """Sidecar settings for runs on the sandbox: free ports (pods share the host's
+    network there) and a state folder of the test's own."""
+    return SidecarSettings(
+        image="ignored:1",
+        port=free_port(),
+        metrics_port=free_port(),
+        state_dir_host_path=str(tmp_path / "state"),
+    )
 
 
 def create(cluster: Cluster, obj: dict[str, Any]) -> None:

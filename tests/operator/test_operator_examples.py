@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_support import create_returning, sandbox_sidecar
 
 from kwatt_core import contract
 from kwatt_core.policies.base import Choice
@@ -22,7 +23,6 @@ from kwatt_core.report import decode
 from kwatt_operator.crd import API_VERSION, CRD_NAME, KIND, crd_path
 from kwatt_operator.jobs import SidecarSettings, build_job, job_name
 from kwatt_operator.spec import parse_spec
-from kwatt_sandbox.controlplane.cluster import free_port
 from kwatt_sandbox.testing import Cluster, eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,20 +125,8 @@ def test_sandbox_example_runs_to_its_target(
     doc = _load(EXAMPLES / "sandbox-simulated.yaml")
     sandbox.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
     sandbox.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}")
-    tj = eventually(
-        lambda: json.loads(
-            sandbox.kubectl(
-                "create", "-n", namespace, "-o", "json", "-f", "-", input=json.dumps(doc)
-            ).stdout
-        ),
-        timeout=30,
-    )
-    settings = SidecarSettings(
-        image="ignored:1",
-        port=free_port(),
-        metrics_port=free_port(),
-        state_dir_host_path=str(tmp_path / "state"),
-    )
+    tj = create_returning(sandbox, doc, namespace)
+    settings = sandbox_sidecar(tmp_path)
     job = build_job(tj, 1, _default_choice(tj), settings)
     name = job["metadata"]["name"]
     started = time.monotonic()

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from operator_support import create_returning, sandbox_sidecar
 
 from kwatt_core import contract
 from kwatt_core.policies.base import Choice
 from kwatt_core.report import decode
 from kwatt_operator.crd import crd_path
-from kwatt_operator.jobs import SidecarSettings, build_job
-from kwatt_sandbox.controlplane.cluster import free_port
-from kwatt_sandbox.testing import Cluster, eventually
+from kwatt_operator.jobs import build_job
+from kwatt_sandbox.testing import Cluster
 
 
 def trainingjob(namespace: str) -> dict[str, Any]:
@@ -53,20 +53,8 @@ def trainingjob(namespace: str) -> dict[str, Any]:
 def test_built_job_completes_and_reports(sandbox: Cluster, namespace: str, tmp_path: Path) -> None:
     sandbox.kubectl("apply", "--server-side", "-f", str(crd_path()))
     sandbox.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.kwatt.dev")
-    tj = eventually(
-        lambda: json.loads(
-            sandbox.kubectl(
-                "create", "-o", "json", "-f", "-", input=json.dumps(trainingjob(namespace))
-            ).stdout
-        ),
-        timeout=30,
-    )
-    settings = SidecarSettings(
-        image="ignored:1",
-        port=free_port(),
-        metrics_port=free_port(),
-        state_dir_host_path=str(tmp_path / "state"),
-    )
+    tj = create_returning(sandbox, trainingjob(namespace), namespace)
+    settings = sandbox_sidecar(tmp_path)
     job = build_job(tj, 1, Choice(256, None, None, "explore"), settings)
     sandbox.kubectl("create", "-f", "-", input=json.dumps(job))
     sandbox.kubectl(
