@@ -38,6 +38,7 @@ bench: venv
 	$(BIN)/kwatt bench --gpu v100 --seeds 5
 	$(BIN)/kwatt bench --gpu p100 --seeds 5
 	$(BIN)/kwatt bench --gpu v100 --seeds 5 --charge upstream --policy zeus
+	$(BIN)/python benchmarks/operator_scale.py
 
 bench-sandbox: venv
 	$(BIN)/python benchmarks/sandbox_scale.py --objects 1000

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from kwatt_cli.errors import UsageError
 
@@ -39,6 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sidecar-state-dir",
         default=None,
         help="node folder (hostPath) where sidecars keep power-limit restore records",
+    )
+    parser.add_argument(
+        "--sidecar-port",
+        type=int,
+        default=None,
+        help="localhost port of the sidecar's protocol server in each run's Pod (default 8931)",
+    )
+    parser.add_argument(
+        "--sidecar-metrics-port",
+        type=int,
+        default=None,
+        help="port of each sidecar's /metrics (default 8932)",
     )
     parser.add_argument("--workers", type=int, default=4, help="TrainingJobs reconciled at once")
     parser.add_argument(
@@ -82,11 +95,19 @@ def run(args: argparse.Namespace) -> int:
     from kwatt_operator.handlers import OperatorConfig, register
     from kwatt_operator.jobs import SidecarSettings
 
-    sidecar = SidecarSettings(image=args.sidecar_image)
+    options: dict[str, Any] = {"image": args.sidecar_image}
     if args.sidecar_state_dir:
-        sidecar = SidecarSettings(
-            image=args.sidecar_image, state_dir_host_path=args.sidecar_state_dir
-        )
+        options["state_dir_host_path"] = args.sidecar_state_dir
+    for flag, key in (("sidecar_port", "port"), ("sidecar_metrics_port", "metrics_port")):
+        value = getattr(args, flag)
+        if value is not None:
+            if not 1 <= value <= 65535:
+                name = "--" + flag.replace("_", "-")
+                raise UsageError(f"{name} must be between 1 and 65535, not {value}.")
+            options[key] = value
+    if options.get("port") is not None and options.get("port") == options.get("metrics_port"):
+        raise UsageError("--sidecar-port and --sidecar-metrics-port must differ.")
+    sidecar = SidecarSettings(**options)
     from kwatt_operator.metrics import OperatorMetrics
 
     metrics = OperatorMetrics() if args.metrics_port >= 0 else None

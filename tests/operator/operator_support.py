@@ -107,6 +107,12 @@ class Operator:
             "ignored:1",
             "--sidecar-state-dir",
             str(directory / "state"),
+            # Sandbox pods share the host's network: sidecar ports of this operator's own,
+            # so that sidecars of other sandboxes on the machine never answer its trainers.
+            "--sidecar-port",
+            str(free_port()),
+            "--sidecar-metrics-port",
+            str(free_port()),
             "--metrics-port",
             "0",
         ]
