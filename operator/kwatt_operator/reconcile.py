@@ -397,10 +397,18 @@ def _record(
     totals["runs"] = int(totals.get("runs") or 0) + 1
     status["totals"] = totals
     status["recordedRuns"] = int(status.get("recordedRuns") or 0) + 1
-    _baseline(status, item, spec)
+    _baseline(status, item, spec, report)
     reason = _RUN_REASONS.get(result, "RunFinished")
     ok = result == "reached"
-    message = f"Run {item['run']} ended: {result}" + (f" ({note})" if note else "") + "."
+    message = f"Run {item['run']} ended: {result}" + (f" ({note})" if note else "")
+    if report is not None:
+        limit = item.get("powerLimitWatts")
+        at = f" at {limit} W" if limit else ""
+        message += (
+            f", batch size {item['batchSize']}{at}, {energy:.0f} J in {seconds:.0f} s"
+            f" over {report.epochs} epochs"
+        )
+    message += "."
     _set(status, "LastRun", "True" if ok else "False", reason, message, None, now)
     plan.events.append(Event("Normal" if ok else "Warning", reason, message))
     plan.finished.append(FinishedRun(item["run"], result, energy, seconds))
@@ -444,20 +452,54 @@ _RUN_REASONS = {
 }
 
 
-def _baseline(status: Obj, item: Mapping[str, Any], spec: TrainingJobSpec) -> None:
-    """Energy and time of runs at the default batch size that reached the target: the
-    default configuration kwatt's savings are measured against (kept as sums, bounded)."""
-    if item["result"] != "reached":
+def _baseline(
+    status: Obj, item: Mapping[str, Any], spec: TrainingJobSpec, report: Report | None
+) -> None:
+    """Sums (bounded) of what kwatt's runs cost ("all", every run that reached the target)
+    and of what the default configuration — the default batch size at the GPU's highest
+    power limit, what the job would run without kwatt — costs per run:
+
+    - measured ("default"): default-size runs that ran at the highest limit (observe mode,
+      or a profile that kept the highest limit);
+    - estimated ("estimated"): a default-size run at a lower limit, its energy and time
+      scaled by its own profile's per-step energy and time at the highest limit over those
+      at the limit it kept (the profile measured both, on this very job)."""
+    if item["result"] != "reached" or report is None:
         return
-    key = "default" if item["batchSize"] == spec.batch_sizes.default else "all"
     sums = dict(status.get("baseline") or {})
-    for name in (key, "all") if key == "default" else ("all",):
-        bucket = dict(sums.get(name) or {"runs": 0, "energyJoules": 0.0, "seconds": 0.0})
-        bucket["runs"] = int(bucket["runs"]) + 1
-        bucket["energyJoules"] = float(bucket["energyJoules"]) + float(item["energyJoules"])
-        bucket["seconds"] = float(bucket["seconds"]) + float(item["seconds"])
-        sums[name] = bucket
+    _add(sums, "all", float(item["energyJoules"]), float(item["seconds"]))
+    if item["batchSize"] == spec.batch_sizes.default:
+        top = report.max_limit_w or max((p.limit_w for p in report.profile), default=0)
+        if report.mode == "observe" or (
+            top and report.limit_w is not None and report.limit_w >= top
+        ):
+            _add(sums, "default", report.energy_j, report.time_s)
+        else:
+            estimate = _at_highest_limit(report)
+            if estimate is not None:
+                _add(sums, "estimated", *estimate)
     status["baseline"] = sums
+
+
+def _add(sums: Obj, name: str, energy: float, seconds: float) -> None:
+    bucket = dict(sums.get(name) or {"runs": 0, "energyJoules": 0.0, "seconds": 0.0})
+    bucket["runs"] = int(bucket["runs"]) + 1
+    bucket["energyJoules"] = float(bucket["energyJoules"]) + energy
+    bucket["seconds"] = float(bucket["seconds"]) + seconds
+    sums[name] = bucket
+
+
+def _at_highest_limit(report: Report) -> tuple[float, float] | None:
+    """The run's energy and time had it run at the highest profiled limit, or None."""
+    points = {p.limit_w: p for p in report.profile if p.steps > 0}
+    if not points or report.limit_w not in points:
+        return None
+    high, kept = points[max(points)], points[report.limit_w]
+    if kept.energy_j <= 0 or kept.time_s <= 0:
+        return None
+    energy = report.energy_j * (high.energy_j / high.steps) / (kept.energy_j / kept.steps)
+    seconds = report.time_s * (high.time_s / high.steps) / (kept.time_s / kept.steps)
+    return energy, seconds
 
 
 def _summary(status: Obj, spec: TrainingJobSpec, now: datetime, generation: Any) -> None:
@@ -487,7 +529,9 @@ def _summary(status: Obj, spec: TrainingJobSpec, now: datetime, generation: Any)
     else:
         _set(status, "Suspended", "False", "Active", "New runs start when due.", generation, now)
     sums = status.get("baseline") or {}
-    default, every = sums.get("default"), sums.get("all")
+    every = sums.get("all")
+    basis = "measured" if (sums.get("default") or {}).get("runs") else "estimated"
+    default = sums.get("default" if basis == "measured" else "estimated")
     if default and every and int(default["runs"]) and int(every["runs"]):
         base_e = float(default["energyJoules"]) / int(default["runs"])
         base_t = float(default["seconds"]) / int(default["runs"])
@@ -497,7 +541,7 @@ def _summary(status: Obj, spec: TrainingJobSpec, now: datetime, generation: Any)
             status["savings"] = {
                 "energyPercent": round(100.0 * (1.0 - mean_e / base_e), 2),
                 "timePercent": round(100.0 * (1.0 - mean_t / base_t), 2),
-                "basis": "measured",
+                "basis": basis,
             }
     status["observedGeneration"] = generation
 

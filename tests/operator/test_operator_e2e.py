@@ -59,6 +59,10 @@ def test_recurrences_run_report_and_teach_the_policy(
     assert first["policy"]["limits"].get("1024") == run["powerLimitWatts"]
     assert first["totals"]["energyJoules"] == pytest.approx(run["energyJoules"])
     assert first["active"] == [] and first["runs"] == 1
+    # What run 1 saved against the default configuration (1024 at 250 W), estimated from
+    # its own power profile since kwatt never ran that configuration.
+    assert first["savings"]["basis"] == "estimated"
+    assert run["powerLimitWatts"] < 250 and first["savings"]["energyPercent"] > 0
     # The sidecar reported the simulated V100's power range; the API server kept status.gpu.
     gpu = first["gpu"]
     assert (gpu["count"], gpu["minLimitWatts"], gpu["maxLimitWatts"]) == (1, 100, 250)

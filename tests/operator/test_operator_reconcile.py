@@ -26,7 +26,7 @@ from conftest import TJ_UID, sample_trainingjob
 from kwatt_core.contract import SIDECAR_CONTAINER
 from kwatt_core.policies import DefaultPolicy, KwattPolicy
 from kwatt_core.policies.base import Choice, SearchSpace, State
-from kwatt_core.report import Report, decode, encode
+from kwatt_core.report import ProfilePoint, Report, decode, encode
 from kwatt_operator import crd
 from kwatt_operator.jobs import SidecarSettings, build_job, choice_of_job
 from kwatt_operator.reconcile import ANNOTATION_RUN_REQUEST, Plan, reconcile, seed_of
@@ -804,9 +804,11 @@ class ScriptedPolicy(KwattPolicy):
         return Choice(bs, state["limits"].get(str(bs)), None, "explore"), state
 
 
-def test_savings_are_measured_against_the_default_batch_size() -> None:
-    """savings.energyPercent = 100 (1 - mean(all reached) / mean(default reached)), measured;
-    no savings before a run at the default size has reached the target."""
+def test_savings_are_measured_against_runs_of_the_default_configuration() -> None:
+    """The default configuration is the default batch size at the GPU's highest limit.
+    Runs that ran it (observe mode here) are its measured cost: savings.energyPercent =
+    100 (1 - mean(every reached run) / mean(reached default-configuration runs)), basis
+    measured; nothing before such a run has reached the target."""
     runs = [
         (8, "reached", 700.0),  # not the default: no savings yet
         (32, "stopped", 3000.0),  # did not reach: not counted
@@ -822,7 +824,11 @@ def test_savings_are_measured_against_the_default_batch_size() -> None:
     for n, (bs, result, joules) in enumerate(runs, start=1):
         (entry,) = world.status["active"]
         assert (entry["job"], entry["batchSize"]) == (f"cifar-run-{n}", bs)
-        world.finish(str(entry["job"]), report(bs, result, energy=joules, seconds=joules / 10))
+        observed = dataclasses.replace(
+            report(bs, result, energy=joules, seconds=joules / 10, limit=None, profiled=False),
+            mode="observe",
+        )
+        world.finish(str(entry["job"]), observed)
         world.request(str(n))
         plan = world.step()
         assert [f.run for f in plan.finished] == [n]
@@ -841,6 +847,35 @@ def test_savings_are_measured_against_the_default_batch_size() -> None:
         )
     # (700 + 1000 + 650 + 1100 + 900) / 5 = 870 against (1000 + 1100) / 2 = 1050: 17.14 %.
     assert world.status["savings"]["energyPercent"] == pytest.approx(17.14, abs=0.006)
+
+
+def test_savings_are_estimated_from_a_default_size_runs_own_profile() -> None:
+    """When kwatt never ran the default configuration (it profiled the default batch size
+    and kept 175 W), the run's own profile estimates it: per step, 250 W cost 0.5 J in
+    0.1 s and 175 W 0.4 J in 0.125 s, so the 4,000 J / 1,000 s run would have cost
+    5,000 J / 800 s at 250 W; every later run counts against that, basis estimated."""
+    profile = (
+        ProfilePoint(250, 20.0, 4.0, 40),  # 0.5 J and 0.1 s a step
+        ProfilePoint(175, 16.0, 5.0, 40),  # 0.4 J and 0.125 s a step
+    )
+    world = World(policy=ScriptedPolicy([DEFAULT, 8, 16]))
+    world.step()
+    first = dataclasses.replace(
+        report(DEFAULT, energy=4000.0, seconds=1000.0, limit=175), profile=profile
+    )
+    world.finish("cifar-run-1", first)
+    world.request("1")
+    world.step()
+    savings = world.status["savings"]
+    assert savings["basis"] == "estimated"
+    assert savings["energyPercent"] == pytest.approx(100.0 * (1 - 4000.0 / 5000.0))  # 20 %
+    assert savings["timePercent"] == pytest.approx(100.0 * (1 - 1000.0 / 800.0))  # -25 %
+    world.finish("cifar-run-2", report(8, energy=3000.0, seconds=900.0, limit=150))
+    world.request("2")
+    world.step()
+    savings = world.status["savings"]
+    assert savings["energyPercent"] == pytest.approx(100.0 * (1 - 3500.0 / 5000.0))  # 30 %
+    assert savings["timePercent"] == pytest.approx(100.0 * (1 - 950.0 / 800.0))
 
 
 # --- 14. a crash anywhere -------------------------------------------------------------------
