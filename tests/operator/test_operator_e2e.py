@@ -18,13 +18,16 @@ from typing import Any
 
 import pytest
 from operator_support import (
+    ACCOUNT,
     check_rbac,
     metrics,
     running_operator,
+    service_account_kubeconfig,
     status_of,
     trainingjob,
 )
 
+from kwatt_operator.crd import CRD_NAME, crd_path
 from kwatt_operator.reconcile import ANNOTATION_RUN_REQUEST
 from kwatt_sandbox.testing import Cluster, eventually
 
@@ -112,3 +115,75 @@ def test_recurrences_run_report_and_teach_the_policy(
         final["totals"]["seconds"]
     )
     check_rbac(sandbox, namespace)
+
+
+def test_operator_in_a_pod_uses_its_service_account(
+    sandbox: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Run as a Pod (as the chart will), `kwatt operator` finds the cluster through the
+    in-cluster configuration alone (the projected ServiceAccount token, the CA and the
+    KUBERNETES_SERVICE_* variables) and runs a TrainingJob's first recurrence."""
+    from kwatt_sandbox.controlplane.cluster import free_port
+
+    sandbox.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
+    eventually(
+        lambda: (
+            sandbox.kubectl(
+                "wait", "--for=condition=Established", f"crd/{CRD_NAME}", check=False
+            ).returncode
+            == 0
+        ),
+        timeout=30,
+    )
+    service_account_kubeconfig(sandbox, namespace, tmp_path / "unused.kubeconfig")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kwatt-operator", "namespace": namespace},
+        "spec": {
+            "serviceAccountName": ACCOUNT,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {
+                    "name": "operator",
+                    "image": "kwatt/operator:dev",
+                    "command": ["python", "-m", "kwatt_cli.main", "operator"],
+                    "args": [
+                        "--namespace",
+                        namespace,
+                        "--sidecar-image",
+                        "ignored:1",
+                        "--sidecar-state-dir",
+                        str(tmp_path / "state"),
+                        "--sidecar-port",
+                        str(free_port()),
+                        "--sidecar-metrics-port",
+                        str(free_port()),
+                        "--metrics-port",
+                        "-1",
+                    ],
+                }
+            ],
+        },
+    }
+    try:
+        sandbox.kubectl("create", "-f", "-", input=json.dumps(pod))
+        sandbox.kubectl("create", "-f", "-", input=json.dumps(trainingjob(namespace)))
+
+        def recorded() -> dict[str, Any] | None:
+            status = status_of(sandbox, namespace)
+            return status if int(status.get("recordedRuns") or 0) >= 1 else None
+
+        try:
+            status = eventually(recorded, timeout=120, interval=0.5)
+        except AssertionError:
+            print(sandbox.kubectl("logs", "-n", namespace, "kwatt-operator", check=False).stdout)
+            raise
+        assert status["history"][0]["result"] == "reached"
+        logs = sandbox.kubectl("logs", "-n", namespace, "kwatt-operator").stdout
+        assert "kwatt operator started" in logs
+        # It acted as its ServiceAccount: the audit log has its requests under that name.
+        user = f"system:serviceaccount:{namespace}:{ACCOUNT}"
+        assert eventually(lambda: sandbox.audit_events(user), timeout=10)
+    finally:
+        sandbox.kubectl("delete", "clusterrolebinding", f"{ACCOUNT}-{namespace}", check=False)
