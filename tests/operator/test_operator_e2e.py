@@ -187,3 +187,29 @@ def test_operator_in_a_pod_uses_its_service_account(
         assert eventually(lambda: sandbox.audit_events(user), timeout=10)
     finally:
         sandbox.kubectl("delete", "clusterrolebinding", f"{ACCOUNT}-{namespace}", check=False)
+
+
+def test_runs_start_on_the_schedule(
+    sandbox: Cluster, namespace: str, operator: subprocess.Popen[str]
+) -> None:
+    """spec.schedule starts recurrences by itself (here `@every 8s`, CronJob's syntax for a
+    fixed interval): after the run on create, scheduled runs follow without any request,
+    one at a time (concurrencyPolicy Forbid), each recorded once."""
+    tj = trainingjob(namespace, history_limit=5)
+    tj["spec"]["schedule"] = "@every 8s"
+    sandbox.kubectl("create", "-f", "-", input=json.dumps(tj))
+
+    def scheduled_runs() -> dict[str, Any] | None:
+        status = status_of(sandbox, namespace)
+        return status if int(status.get("recordedRuns") or 0) >= 3 else None
+
+    status = eventually(scheduled_runs, timeout=150, interval=0.5)
+    assert status.get("lastScheduleTime") and "lastRunRequest" not in status
+    triggers = [
+        e["message"]
+        for e in sandbox.kubectl_json("get", "events", "-n", namespace)["items"]
+        if e["reason"] == "RunStarted"
+    ]
+    assert any("(on create)" in m for m in triggers) and any("(on schedule)" in m for m in triggers)
+    runs = [h["run"] for h in status["history"]]
+    assert runs == sorted(set(runs)) and status["totals"]["runs"] == status["recordedRuns"]

@@ -1123,3 +1123,29 @@ def test_ttl_deletes_a_recorded_runs_job_only_after_its_time() -> None:
         settings,
     )
     assert at_1016.delete == [job["metadata"]["name"]]
+
+
+def test_a_job_suspended_again_by_a_queue_is_an_interrupted_run_not_a_failure() -> None:
+    """Kueue suspends a Job (spec.suspend, condition Suspended) when it takes its quota
+    back: the Job has not ended, so the run stays in flight, nothing is recorded and the
+    policy learns nothing; resumed later, it ends and is recorded once."""
+    world = World()
+    world.step()
+    name = world.active_job()
+    world.step()  # the Job is seen
+    suspended = copy.deepcopy(world.jobs[name])
+    suspended["spec"]["suspend"] = True
+    suspended["status"] = {
+        "conditions": [{"type": "Suspended", "status": "True", "reason": "JobSuspended"}]
+    }
+    world.jobs[name] = suspended
+    policy_before = copy.deepcopy(world.status["policy"])
+    for _ in range(3):
+        world.step()
+    assert [a["job"] for a in world.status["active"]] == [name]
+    assert world.status.get("recordedRuns", 0) == 0 and "history" not in world.status
+    assert "LastRun" not in {c["type"] for c in world.status["conditions"]}
+    assert world.status["policy"] == policy_before
+    world.finish(name, report(16))
+    world.step()
+    assert world.status["recordedRuns"] == 1 and world.status["history"][0]["result"] == "reached"
