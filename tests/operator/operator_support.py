@@ -115,6 +115,8 @@ class Operator:
             str(free_port()),
             "--metrics-port",
             "0",
+            "--liveness",
+            f"http://127.0.0.1:{free_port()}/healthz",
         ]
         self.proc: subprocess.Popen[str] | None = None
         self._log: IO[str] | None = None

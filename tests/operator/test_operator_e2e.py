@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,15 @@ def test_recurrences_run_report_and_teach_the_policy(
         final["totals"]["seconds"]
     )
     check_rbac(sandbox, namespace)
+
+
+def test_liveness_endpoint_answers(
+    sandbox: Cluster, namespace: str, operator: subprocess.Popen[str]
+) -> None:
+    """`--liveness URL` serves kopf's liveness probe (what the chart's Deployment probes)."""
+    url = next(a for a in operator.args if str(a).startswith("http://127.0.0.1:"))
+    body = eventually(lambda: urllib.request.urlopen(str(url), timeout=5).read(), timeout=30)
+    assert json.loads(body) is not None
 
 
 def test_operator_in_a_pod_uses_its_service_account(
