@@ -22,6 +22,7 @@ kwatt goes beyond upstream in three ways:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
@@ -41,21 +42,32 @@ class ProfilerError(ValueError):
 
 
 def candidate_limits(min_w: float, max_w: float, step_w: float = 25.0) -> list[int]:
-    """Limits from the maximum down to the minimum in `step_w` steps (watts, descending).
+    """Limits from the maximum down to the minimum in `step_w` steps (whole watts, descending).
 
     NVML reports the constraints in milliwatts; callers convert. V100 (100-250 W)
-    gives 7 limits, H100 SXM (200-700 W) 21.
+    gives 7 limits, H100 SXM (200-700 W) 21. The bounds are rounded inward (the
+    maximum down, the minimum up) and a fractional step's limits half-up, so every
+    limit is one NVML accepts: a limit outside the range would be refused while the
+    run believed it set. A range holding no whole watt is refused.
     """
+    if not (math.isfinite(min_w) and math.isfinite(max_w) and math.isfinite(step_w)):
+        raise ProfilerError(f"Power limits must be finite, got {min_w}-{max_w} W by {step_w} W.")
     if min_w <= 0 or max_w <= 0:
         raise ProfilerError(f"Power limits must be positive, got {min_w}-{max_w} W.")
     if min_w > max_w:
         raise ProfilerError(f"The minimum limit {min_w} W is above the maximum {max_w} W.")
     if step_w <= 0:
         raise ProfilerError(f"The limit step must be positive, got {step_w} W.")
+    low, high = math.ceil(min_w), math.floor(max_w)
+    if low > high:
+        raise ProfilerError(f"No whole-watt limit lies within {min_w:g}-{max_w:g} W.")
     limits: list[int] = []
-    limit = float(max_w)
-    while limit >= min_w - 1e-9:
-        limits.append(round(limit))
+    limit = float(high)
+    while limit >= low:
+        # limit is in [low, high], both whole, so rounding half-up stays inside them.
+        watts = math.floor(limit + 0.5)
+        if not limits or watts != limits[-1]:  # a sub-watt step can round to the same watt
+            limits.append(watts)
         limit -= step_w
     return limits
 

@@ -144,7 +144,11 @@ class Transition:
 
 
 def _clamp(hw: Hardware, watts: float) -> int:
-    return round(min(max(watts, hw.min_limit_w), hw.max_limit_w))
+    """A whole-watt limit the GPUs accept: rounded, then kept inside the range rounded
+    inward (a 250.6 W maximum allows 250 W, never 251 W)."""
+    low = math.ceil(round(hw.min_limit_w, 3))
+    high = math.floor(round(hw.max_limit_w, 3))
+    return int(min(max(round(watts), low), high))
 
 
 def begin(settings: RunSettings, hw: Hardware, now_s: float, energy_j: float) -> Transition:

@@ -8,21 +8,20 @@ termination message.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
+from kwatt_core import contract, run
 from kwatt_core import report as reportlib
-from kwatt_core import run
 from kwatt_sidecar import config as configlib
 from kwatt_sidecar.gpu import GpuBackend, GpuDevice, GpuError, open_backend
 from kwatt_sidecar.limits import PowerControl
@@ -127,9 +126,14 @@ class Sidecar:
             owner = (
                 "/".join(p for p in (self.cfg.namespace, self.cfg.pod) if p) or f"pid {os.getpid()}"
             )
-            self.control = PowerControl(self.backend, self.devices, self.cfg.state_dir, owner)
-            for sentence in self.control.restore_leftovers():
-                log.info(sentence)
+            self.control = PowerControl(
+                self.backend,
+                self.devices,
+                self.cfg.state_dir,
+                owner,
+                observe=self.settings.mode == "observe",
+            )
+            for sentence in self.control.restore_leftovers():  # logged there, at their level
                 self._note(sentence)
             why = ""
             if self.settings.mode != "observe":
@@ -235,11 +239,8 @@ class Sidecar:
             if failure:
                 self._note(f"The sidecar failed: {failure}")
             problems = self.control.restore() if self.control is not None else []
-            for sentence in problems:
-                log.error(sentence)
+            for sentence in problems:  # each a WARNING from restore(), which logs successes too
                 self._note(sentence)
-            if self.control is not None and not problems and self.control.devices:
-                log.info("Restored the default power limit on %d GPU(s).", len(self.devices))
             note = " ".join(self.notes)
             if self.state is None:
                 report = run.no_run_report(
@@ -304,7 +305,8 @@ class Sidecar:
                         cost = run.cost(self.state, *self._now())
                     except GpuError:
                         cost = None
-            return render(self.cfg.namespace, self.cfg.pod, gpus, phase, cost, epochs)
+            failures = self.control.restore_failures if self.control is not None else 0
+            return render(self.cfg.namespace, self.cfg.pod, gpus, phase, cost, epochs, failures)
 
     def poll(self) -> None:
         """The idle loop's beat: check that the GPUs still answer (an error ends the sidecar)."""
@@ -332,7 +334,9 @@ def setup_logging(env: Mapping[str, str]) -> None:
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("kwatt")
     root.handlers[:] = [handler]
-    root.setLevel(env.get("KWATT_LOG_LEVEL", "INFO").upper())
+    level = env.get(contract.ENV_LOG_LEVEL, "").strip().upper()
+    # A bad level is refused by configlib.load, and said at ERROR, which every level shows.
+    root.setLevel(level if level in configlib.LOG_LEVELS else "INFO")
     root.propagate = False
 
 
@@ -351,18 +355,45 @@ def serve(sidecar: Sidecar, stop: threading.Event, poll_s: float = 1.0) -> repor
     return report
 
 
+def cannot_start(env: Mapping[str, str], sentence: str) -> int:
+    """Exit code 2, the sentence in the log and, as a failed run's note, the termination message."""
+    log.error("The sidecar cannot start: %s", sentence)
+    report = configlib.failure_report(env, f"The kwatt sidecar could not start: {sentence}")
+    path = configlib.termination_path(env)
+    try:
+        path.write_text(reportlib.encode(report), encoding="utf-8")
+    except OSError as exc:
+        log.error("The run report cannot be written to %s: %s.", path, exc.strerror)
+    return 2
+
+
+def busy_port(cfg: configlib.SidecarConfig, exc: OSError) -> str:
+    """A sentence naming the port variable whose port could not be bound (probed again)."""
+    why = exc.strerror or str(exc)
+    for name, host, port in (
+        (contract.ENV_PORT, "127.0.0.1", cfg.port),
+        (contract.ENV_METRICS_PORT, "0.0.0.0", cfg.metrics_port),
+    ):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as busy:
+                return f"{name}={port} cannot be bound on {host}: {busy.strerror or busy}."
+    return (
+        f"{contract.ENV_PORT}={cfg.port} or {contract.ENV_METRICS_PORT}={cfg.metrics_port} "
+        f"cannot be bound: {why}."
+    )
+
+
 def main(env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     setup_logging(env)
     try:
         cfg = configlib.load(env)
-        backend = open_backend(env)
+        backend = open_backend(env, cfg.sample_interval_s)
     except (configlib.ConfigError, GpuError) as exc:
-        log.error("The sidecar cannot start: %s", exc)
-        path = Path(env.get("KWATT_TERMINATION_PATH") or "/dev/termination-log")
-        with contextlib.suppress(OSError):
-            path.write_text(f"The kwatt sidecar could not start: {exc}", encoding="utf-8")
-        return 2
+        return cannot_start(env, str(exc))
     sidecar = Sidecar(cfg, backend)
     stop = threading.Event()
 
@@ -373,14 +404,12 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    servers = Servers(sidecar, cfg.port, cfg.metrics_port)
     try:
+        servers = Servers(sidecar, cfg.port, cfg.metrics_port)
         servers.start()
     except OSError as exc:
-        log.error("The sidecar cannot listen on its ports: %s.", exc)
-        sidecar.finish(f"cannot listen: {exc}")
         backend.close()
-        return 2
+        return cannot_start(env, busy_port(cfg, exc))
     try:
         visible = backend.visible()
     except GpuError as exc:

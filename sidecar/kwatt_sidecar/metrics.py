@@ -30,8 +30,13 @@ def render(
     phase: str,
     cost: float | None,
     epochs: int,
+    restore_failures: int = 0,
 ) -> str:
-    """`gpus`: (UUID, energy J since the run began, power W, limit W) per GPU."""
+    """`gpus`: (UUID, energy J since the run began, power W, limit W) per GPU.
+
+    `restore_failures` counts default limits this sidecar failed to put back (its own or a
+    predecessor's): a GPU left below its default slows whatever runs on it next, so it is
+    worth an alert, not only a log line."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str) -> None:
@@ -67,6 +72,15 @@ def render(
         )
     family("kwatt_run_epochs", "gauge", "Epochs the trainer has reported.")
     out.append(f"kwatt_run_epochs{_labels(namespace=namespace, pod=pod)} {epochs}")
+    family(
+        "kwatt_sidecar_restore_failures_total",
+        "counter",
+        "Default power limits the sidecar failed to restore (the log names the GPU).",
+    )
+    out.append(
+        f"kwatt_sidecar_restore_failures_total{_labels(namespace=namespace, pod=pod)} "
+        f"{restore_failures}"
+    )
     if cost is not None:
         family("kwatt_run_cost", "gauge", "Energy-time cost of the run so far (joule-equivalents).")
         out.append(f"kwatt_run_cost{_labels(namespace=namespace, pod=pod)} {_num(cost)}")

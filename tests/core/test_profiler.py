@@ -80,6 +80,49 @@ def test_bad_limit_ranges_are_refused(low: float, high: float, step: float) -> N
         profiler.candidate_limits(low, high, step)
 
 
+@pytest.mark.parametrize(
+    ("low", "high", "step", "expected"),
+    [
+        # The issue's case: 251 W was offered; the bounds round inward to 101-250 W.
+        (100.4, 250.6, 25, [250, 225, 200, 175, 150, 125]),
+        (100.4, 250.6, 50, [250, 200, 150]),
+        # Bounds that are whole watts are themselves limits.
+        (100.0, 250.0, 75, [250, 175, 100]),
+        # Equal bounds: one limit, whatever the step.
+        (150, 150, 25, [150]),
+        (150.0, 150.0, 0.5, [150]),
+        # A sub-watt range that holds one whole watt.
+        (99.7, 100.2, 25, [100]),
+        (0.5, 1.4, 1, [1]),
+        # A step larger than the range keeps only the maximum.
+        (100, 120, 25, [120]),
+        # A fractional step: 150, 137.5 -> 138, 125, 112.5 -> 113, 100 (half-up).
+        (100, 150, 12.5, [150, 138, 125, 113, 100]),
+        # A sub-watt step: 102, 101.6 -> 102 (a repeat, dropped), 101.2 -> 101,
+        # 100.8 -> 101 (dropped), 100.4 -> 100; 100.0 -> 100 (dropped).
+        (100, 102, 0.4, [102, 101, 100]),
+        # Just under a whole watt at the top and just over at the bottom.
+        (100.001, 249.999, 50, [249, 199, 149]),
+    ],
+)
+def test_candidate_limits_stay_inside_the_range(
+    low: float, high: float, step: float, expected: list[int]
+) -> None:
+    """NVML refuses a limit outside its constraints while the run would believe it set, so
+    every candidate lies within [low, high]: whole watts, bounds rounded inward."""
+    limits = profiler.candidate_limits(low, high, step)
+    assert limits == expected
+    assert all(low <= w <= high for w in limits)
+
+
+@pytest.mark.parametrize(
+    ("low", "high"), [(100.2, 100.8), (150.5, 150.5), (float("nan"), 250), (100, float("inf"))]
+)
+def test_ranges_without_a_whole_watt_are_refused(low: float, high: float) -> None:
+    with pytest.raises(ProfilerError):
+        profiler.candidate_limits(low, high, 25)
+
+
 def test_exhaustive_schedule_windows_and_choice() -> None:
     gpu = FakeGpu(config(), SECONDS, WATTS)
     while gpu.state.phase != "done":

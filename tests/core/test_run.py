@@ -68,6 +68,17 @@ def test_cached_limit_outside_range_is_clamped() -> None:
     assert t.set_limit_w == 250
 
 
+def test_a_limit_stays_inside_a_fractional_range() -> None:
+    """A GPU whose NVML range is 100.4-250.6 W accepts whole watts 101-250: a fixed or
+    cached limit beyond either end is set at 101 or 250 W, never 100 or 251 W."""
+    odd = run.Hardware("v100", 1, 100.4, 250.6)
+    for asked, expected in ((251, 250), (900, 250), (100, 101), (80, 101), (175, 175)):
+        fixed = run.RunSettings(batch_size=1, mode="fixed", fixed_limit_w=asked)
+        assert run.begin(fixed, odd, 0, 0).set_limit_w == expected, asked
+        cached = run.RunSettings(batch_size=1, cached_limit_w=asked)
+        assert run.begin(cached, odd, 0, 0).set_limit_w == expected, asked
+
+
 def test_cannot_limit_means_observe() -> None:
     hw = run.Hardware("v100", 1, 100.0, 250.0, can_limit=False, note="No permission.")
     t = run.begin(run.RunSettings(batch_size=1), hw, 0, 0)

@@ -124,11 +124,14 @@ def test_sigkilled_predecessor_limit_restored_by_successor(tmp_path: Path) -> No
     assert node.device().limit_w == 100.0
     first.stop(signal.SIGKILL)
     assert node.device().limit_w == 100.0  # nothing ran at exit
-    second = start_sidecar(node, tag="second", KWATT_POWER_MODE="observe")
+    # The successor may change limits (observe mode leaves the record: test_sidecar_restore).
+    second = start_sidecar(node, tag="second", KWATT_POWER_MODE="fixed", KWATT_FIXED_LIMIT_W="150")
     Kwatt(port=second.port, gpu_uuids=node.uuids)
-    assert node.device().limit_w == 250.0
+    assert node.device().limit_w == 150.0  # restored first, then its own limit
     assert "Restored the default limit 250 W" in second.log()
     second.stop()
+    assert node.device().limit_w == 250.0
+    assert not list(node.state_dir.glob("*.json"))
     assert "Restored the default limit" in second.report()["note"]
 
 

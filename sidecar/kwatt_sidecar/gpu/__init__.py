@@ -114,8 +114,10 @@ class NoGpuBackend:
         pass
 
 
-def open_backend(env: Mapping[str, str]) -> GpuBackend:
-    """The backend the environment asks for: simulated where a simulated GPU dir is given."""
+def open_backend(env: Mapping[str, str], sample_interval_s: float = 0.1) -> GpuBackend:
+    """The backend the environment asks for: simulated where a simulated GPU dir is given.
+
+    `sample_interval_s` is the checked KWATT_SAMPLE_INTERVAL_S (kwatt_sidecar.config)."""
     name = env.get(contract.ENV_GPU_BACKEND, "").strip().lower()
     if not name:
         name = "simulated" if env.get(contract.ENV_SIM_GPU_DIR) else "nvml"
@@ -126,9 +128,8 @@ def open_backend(env: Mapping[str, str]) -> GpuBackend:
     if name == "nvml":
         from kwatt_sidecar.gpu.nvml import NvmlBackend
 
-        interval = float(env.get(contract.ENV_SAMPLE_INTERVAL) or 0.1)
         try:
-            return NvmlBackend(sample_interval_s=interval)
+            return NvmlBackend(sample_interval_s=sample_interval_s)
         except GpuError as exc:
             return NoGpuBackend(str(exc))
     raise GpuError(

@@ -1,7 +1,8 @@
 """The sandbox's simulated GPU behind the sidecar's GPU interface.
 
-Device files are kwatt_sandbox.gpu.device's; time is the device's simulated clock,
-so a report's time is in trace seconds however fast the simulation runs.
+Device files are kwatt_core.simgpu's (the format the sandbox writes; nothing here imports
+the sandbox); time is the device's simulated clock, so a report's time is in trace
+seconds however fast the simulation runs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kwatt_core import contract
-from kwatt_sandbox.gpu import device as simdev
+from kwatt_core import simgpu as simdev
 from kwatt_sidecar.gpu import GpuDevice, GpuError, GpuNotFoundError, LimitPermissionError
 
 NOTE = "Simulated GPU (kwatt sandbox): energy and time follow the Zeus traces."
