@@ -90,7 +90,7 @@ def create(directory: Path, device: Device, overwrite: bool = False) -> None:
     path = path_of(directory, device.uuid)
     if path.exists() and not overwrite:
         return
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(device.to_json(), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -102,23 +102,25 @@ def list_uuids(directory: Path) -> list[str]:
 
 
 @contextmanager
-def _locked(directory: Path, uuid: str, exclusive: bool) -> Iterator[Any]:
+def _locked(directory: Path, uuid: str, exclusive: bool) -> Iterator[Path]:
+    """Hold the device's lock (a sibling lock file, so that the data file itself can be
+    replaced atomically) and give the data file's path."""
     path = path_of(directory, uuid)
-    try:
-        handle = path.open("r+", encoding="utf-8")
-    except FileNotFoundError:
-        raise DeviceError(f"Simulated GPU {uuid} does not exist in {directory}.") from None
-    with handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    if not path.exists():
+        raise DeviceError(f"Simulated GPU {uuid} does not exist in {directory}.")
+    with open(path.with_name(path.name + ".lock"), "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
-            yield handle
+            yield path
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
-def _parse(handle: Any, uuid: str) -> Device:
-    handle.seek(0)
-    text = handle.read()
+def _parse(path: Path, uuid: str) -> Device:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DeviceError(f"Simulated GPU {uuid} does not exist in {path.parent}.") from None
     try:
         return Device.from_dict(json.loads(text))
     except (json.JSONDecodeError, TypeError) as exc:
@@ -126,18 +128,19 @@ def _parse(handle: Any, uuid: str) -> Device:
 
 
 def read(directory: Path, uuid: str) -> Device:
-    with _locked(directory, uuid, exclusive=False) as handle:
-        return _parse(handle, uuid)
+    with _locked(directory, uuid, exclusive=False) as path:
+        return _parse(path, uuid)
 
 
 def update(directory: Path, uuid: str, change: Callable[[Device], Device]) -> Device:
-    """Apply `change` under an exclusive lock and write the result in place."""
-    with _locked(directory, uuid, exclusive=True) as handle:
-        new = change(_parse(handle, uuid))
-        handle.seek(0)
-        handle.truncate()
-        handle.write(new.to_json())
-        handle.flush()
+    """Apply `change` under an exclusive lock; the new state replaces the file atomically,
+    so a process killed mid-update (a trainer whose container is killed) leaves the old
+    state, never a truncated file."""
+    with _locked(directory, uuid, exclusive=True) as path:
+        new = change(_parse(path, uuid))
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(new.to_json(), encoding="utf-8")
+        os.replace(tmp, path)
         return new
 
 
