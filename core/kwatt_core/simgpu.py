@@ -3,10 +3,10 @@
 The sidecar sets limits and reads the energy counter; the simulated trainer
 advances the device's clock and counter by what its steps cost at the current
 limit. Both are separate processes, so every read-modify-write holds an fcntl
-lock on the file. Times are simulated (trace) seconds, energy is millijoules as
-NVML reports it. Standard library only: the sidecar's simulated backend and the
-sandbox (kwatt_sandbox.gpu.device re-exports this module) both import it, so the
-sidecar image needs nothing of the test harness.
+lock (a sibling lock file) and replaces the file atomically. Times are simulated
+(trace) seconds, energy is millijoules as NVML reports it. Standard library only:
+the sidecar's simulated backend and the sandbox both import it, so the sidecar
+image needs nothing of the test harness.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from sidecar_support import make_node, start_sidecar
 import kwatt_client
 from kwatt_client import Kwatt, client
 from kwatt_core import contract
-from kwatt_sandbox.gpu import device
+from kwatt_core import simgpu as device
 
 pytestmark = pytest.mark.timeout(30)
 CLIENT_ROOT = Path(kwatt_client.__file__).resolve().parents[1]

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from kwatt_core import contract
+from kwatt_core import simgpu as device
 from kwatt_core.policies import KwattPolicy, SearchSpace
 from kwatt_core.policies.base import Choice
 from kwatt_core.report import decode
 from kwatt_operator.jobs import SidecarSettings, build_job
 from kwatt_sandbox.controlplane.cluster import free_port
-from kwatt_sandbox.gpu import device
 from kwatt_sandbox.testing import Cluster, eventually
 
 CACHED_W = 175

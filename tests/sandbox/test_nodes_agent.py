@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from kwatt_core import simgpu as device
 from kwatt_sandbox.controlplane.cluster import free_port
-from kwatt_sandbox.gpu import device
 from kwatt_sandbox.testing import Cluster, eventually, running_sandbox
 
 pytestmark = pytest.mark.timeout(60)

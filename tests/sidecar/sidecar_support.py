@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kwatt_sandbox.gpu import device
+from kwatt_core import simgpu as device
 from kwatt_sandbox.gpu.provider import SimulatedGpuProvider
 
 NODE = "node-a"

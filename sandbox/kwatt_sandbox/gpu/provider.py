@@ -13,8 +13,8 @@ import uuid as uuidlib
 from functools import cache
 from pathlib import Path
 
+from kwatt_core import simgpu as device
 from kwatt_core.sim.trace import load_workloads
-from kwatt_sandbox.gpu import device
 
 ENV_TRACE_DIR = "KWATT_TRACE_DIR"
 ENV_STATE_DIR = "KWATT_STATE_DIR"  # the same name as kwatt_core.contract.ENV_STATE_DIR

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import kwatt_client
+from kwatt_core import simgpu as device
 from kwatt_core.sim.trace import TraceError, WorkloadTrace, load_workloads
-from kwatt_sandbox.gpu import device
 from kwatt_sandbox.gpu.provider import default_trace_dir
 
 LOWER_IS_BETTER = frozenset({"librispeech"})  # word error rate
