@@ -236,9 +236,6 @@ def trace_report(trace: WorkloadTrace, job: dict[str, Any], luck: float) -> Repo
     path = seeds[min(int(luck * len(seeds)), len(seeds) - 1)]
     run = run_once(trace, model, choice, path, SimConfig(), policy.profiling)
     result: Result = "reached" if run.reached else "stopped" if run.stopped_early else "exhausted"
-    hardware: dict[str, Any] = {}
-    if "max_limit_w" in Report.__dataclass_fields__:  # sidecars that report the GPU's range
-        hardware = {"min_limit_w": min(trace.limits_w), "max_limit_w": max(trace.limits_w)}
     return Report(
         result=result,
         batch_size=run.batch_size,
@@ -251,7 +248,8 @@ def trace_report(trace: WorkloadTrace, job: dict[str, Any], luck: float) -> Repo
         epoch_cost=run.epoch_cost,
         metric=0.61 if run.reached else 0.42,
         gpu_model="Tesla V100-SXM2-32GB",
-        **hardware,
+        min_limit_w=min(trace.limits_w),
+        max_limit_w=max(trace.limits_w),
     )
 
 

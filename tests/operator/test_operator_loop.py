@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import Operator, running_operator
+from operator_support import Operator, running_operator, status_of, trainingjob
 
 from conftest import sample_trainingjob
 from kwatt_core.contract import SIDECAR_CONTAINER
@@ -37,30 +37,16 @@ from kwatt_sandbox.testing import Cluster, eventually
 RUNS = 20
 CANDIDATES = [128, 256, 512, 1024]  # cifar100 on v100: the default and three sizes below
 DEFAULT = 1024
-TIME_SCALE = "0.002"  # simulated seconds -> wall seconds: about 1-2 s of training per run
+TIME_SCALE = 0.002  # simulated seconds -> wall seconds: about 1-2 s of training per run
 NAME = "loop"
 
 
-def trainingjob(namespace: str) -> dict[str, Any]:
-    trainer = {
-        "name": "train",
-        "image": "ignored:1",
-        "command": ["python", "-m", "kwatt_sandbox.gpu.trainer"],
-        "args": ["--workload", "cifar100", "--gpu", "v100", "--time-scale", TIME_SCALE],
-        "resources": {"limits": {"nvidia.com/gpu": 1}},
-    }
-    return {
-        "apiVersion": "kwatt.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "template": {"spec": {"terminationGracePeriodSeconds": 1, "containers": [trainer]}},
-            "batchSizes": {"candidates": CANDIDATES, "default": DEFAULT},
-            "target": {"metric": "accuracy", "value": 0.6, "maxEpochs": 100},
-            "backoffLimit": 0,  # one Pod per run: its report is the one the operator read
-            "historyLimit": RUNS,  # every run's Job, Pods and history entry stay
-        },
-    }
+def loop_trainingjob(namespace: str) -> dict[str, Any]:
+    """The shared simulated-trainer TrainingJob, with four candidates to explore, one Pod per
+    run (backoffLimit 0: its report is the one the operator read) and every run kept."""
+    tj = trainingjob(namespace, NAME, time_scale=TIME_SCALE, history_limit=RUNS)
+    tj["spec"]["batchSizes"] = {"candidates": CANDIDATES, "default": DEFAULT}
+    return tj
 
 
 @pytest.fixture
@@ -69,13 +55,6 @@ def operator(sandbox: Cluster, namespace: str, tmp_path: Path) -> Iterator[Opera
     ports of its own (operator_support.Operator)."""
     with running_operator(sandbox, namespace, tmp_path) as op:
         yield op
-
-
-def status_of(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    status: dict[str, Any] = (
-        cluster.kubectl_json("get", "trainingjob", NAME, "-n", namespace).get("status") or {}
-    )
-    return status
 
 
 def learn_gpu(state: State, report: Report) -> State:
@@ -91,7 +70,7 @@ def learn_gpu(state: State, report: Report) -> State:
 def test_twenty_recurrences_choose_what_the_policy_chooses(
     sandbox: Cluster, namespace: str, operator: Operator
 ) -> None:
-    sandbox.kubectl("create", "-f", "-", input=json.dumps(trainingjob(namespace)))
+    sandbox.kubectl("create", "-f", "-", input=json.dumps(loop_trainingjob(namespace)))
     began = time.monotonic()
     for n in range(1, RUNS + 1):
         if n > 1:  # a new value of the annotation asks for exactly one more run
@@ -106,7 +85,7 @@ def test_twenty_recurrences_choose_what_the_policy_chooses(
 
         def recorded(n: int = n) -> dict[str, Any] | None:
             operator.alive()
-            status = status_of(sandbox, namespace)
+            status = status_of(sandbox, namespace, NAME)
             done = int(status.get("recordedRuns") or 0) >= n and not status.get("active")
             return status if done else None
 
