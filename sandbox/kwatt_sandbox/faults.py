@@ -14,6 +14,7 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,21 +240,18 @@ class Faults:
 
     def take_container_kill(self, namespace: str, pod: str, container: str, uptime: float) -> bool:
         """For the kubelet: whether to kill this running container now (uses one count)."""
-        with self._lock:
-            now = time.monotonic()
-            for rule in self._rules:
-                if rule.kind != "kill_container" or not rule.live(now) or uptime < rule.after:
-                    continue
-                match = rule.match
-                if match.namespace not in (None, namespace) or match.name not in (None, pod):
-                    continue
-                if rule.extra.get("container") not in (None, container):
-                    continue
-                if rule.remaining is not None:
-                    rule.remaining -= 1
-                rule.hits += 1
-                return True
-        return False
+
+        def accepts(rule: Rule) -> bool:
+            match = rule.match
+            return (
+                rule.kind == "kill_container"
+                and uptime >= rule.after
+                and match.namespace in (None, namespace)
+                and match.name in (None, pod)
+                and rule.extra.get("container") in (None, container)
+            )
+
+        return self._take_first(accepts) is not None
 
     def stop_heartbeat(
         self, node: str, *, count: int | None = None, ttl: float | None = 60.0
@@ -264,18 +262,12 @@ class Faults:
 
     def take_heartbeat_stop(self, node: str) -> bool:
         """For a node agent: whether to skip this heartbeat (uses one count, if counted)."""
-        with self._lock:
-            now = time.monotonic()
-            for rule in self._rules:
-                if rule.kind != "stop_heartbeat" or not rule.live(now):
-                    continue
-                if rule.match.name not in (None, node):
-                    continue
-                if rule.remaining is not None:
-                    rule.remaining -= 1
-                rule.hits += 1
-                return True
-        return False
+        return (
+            self._take_first(
+                lambda rule: rule.kind == "stop_heartbeat" and rule.match.name in (None, node)
+            )
+            is not None
+        )
 
     def drop_open_watches(self, resource: str | None = None, how: str = "drop") -> None:
         """Cut every watch that is open now (`how`: "drop" closes, "gone" sends 410)."""
@@ -308,14 +300,25 @@ class Faults:
 
     def take(self, target: RequestTarget, kinds: tuple[str, ...]) -> Rule | None:
         """Consume one use of the first live rule of `kinds` that matches the request."""
+
+        def accepts(rule: Rule) -> bool:
+            verbs = rule.extra.get("verbs")
+            return (
+                rule.kind in kinds
+                and rule.match.accepts(target)
+                and (not verbs or target.verb in verbs)
+            )
+
+        return self._take_first(accepts)
+
+    def _take_first(self, accepts: Callable[[Rule], bool]) -> Rule | None:
+        """Drop ended rules, then consume one use of the first live rule `accepts` takes:
+        the one way every fault, API or node, is used up."""
         with self._lock:
             now = time.monotonic()
             self._rules = [r for r in self._rules if r.live(now)]
             for rule in self._rules:
-                if rule.kind not in kinds or not rule.match.accepts(target):
-                    continue
-                verbs = rule.extra.get("verbs")
-                if verbs and target.verb not in verbs:
+                if not accepts(rule):
                     continue
                 if rule.remaining is not None:
                     rule.remaining -= 1
