@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kwatt_cli.errors import UsageError
-from kwatt_core.sim.bench import POLICIES, BenchConfig, BenchError, bench_workload, summary_row
+from kwatt_core.sim.bench import (
+    FIRST,
+    POLICIES,
+    BenchConfig,
+    BenchError,
+    bench_workload,
+    summary_row,
+)
 from kwatt_core.sim.simulator import SimConfig
 from kwatt_core.sim.trace import TraceError, load_workloads
 
@@ -166,29 +173,92 @@ def _print_tables(report: dict[str, Any], out: TextIO) -> None:
             )
 
 
+# A regret ratio is only meaningful against a zeus regret clearly above zero. Regret is
+# measured against the oracle's *expected* cost, so a few seeds' luck moves every regret
+# by about what the oracle itself gains or loses (its own regret, zero in expectation),
+# and a regret below 1% of what the oracle spends over the same recurrences is no
+# difference worth a ratio (ratios to it can be anything, negative included).
+NOISE_FRACTION = 0.01
+RATIO_KEYS = {"regret": "regret", "regret_first20": "first 20"}
+
+
+def _noise(wl: dict[str, Any], key: str) -> float:
+    """The regret (cost units) below which a difference from the oracle is not clear."""
+    n = wl["recurrences"] if key == "regret" else min(FIRST, wl["recurrences"])
+    floor = float(NOISE_FRACTION * n * wl["oracle"]["expected_cost"])
+    oracle = wl["policies"].get("oracle")
+    return max(floor, abs(float(oracle[key]))) if oracle is not None else floor
+
+
+def _regret_ratio(wl: dict[str, Any], policy: str, key: str) -> tuple[float | None, str]:
+    """`policy`'s regret over zeus's, or None and a sentence saying why it means nothing."""
+    zeus, mine = wl["policies"]["zeus"][key], wl["policies"][policy][key]
+    noise = _noise(wl, key)
+    if zeus <= noise:
+        return None, (
+            f"zeus's regret ({zeus / 3.6e6:.2f} kWh) is not clearly above zero "
+            f"(noise {noise / 3.6e6:.2f} kWh), so a ratio to it means nothing."
+        )
+    if mine < 0:
+        return None, (
+            f"{policy}'s regret ({mine / 3.6e6:.2f} kWh) is below zero: it beat the oracle's "
+            "expected cost by luck of the draws, so the ratio means nothing."
+        )
+    return mine / zeus, ""
+
+
 def _print_summary(report: dict[str, Any], out: TextIO) -> None:
-    """kwatt against Zeus in one glance: regret ratios and last-10 savings."""
+    """kwatt against Zeus in one glance: regret ratios and last-10 savings.
+
+    A ratio whose baseline regret is within the noise (or either regret below zero)
+    is shown as n/a with a footnote, and left out of the mean."""
     rows = [wl for wl in report["workloads"] if {"zeus", "kwatt"} <= set(wl["policies"])]
     if not rows:
         return
     out.write("\nkwatt against zeus (regret ratio: lower is better)\n")
-    ratios: dict[str, list[float]] = {"regret": [], "regret_first20": []}
+    ratios: dict[str, list[float]] = {key: [] for key in RATIO_KEYS}
+    notes = []
+    noisy = False  # some zeus regret was within the noise: say what the noise is
     for wl in rows:
         zeus, kwatt = wl["policies"]["zeus"], wl["policies"]["kwatt"]
         cells = []
-        for key in ratios:
-            ratio = kwatt[key] / zeus[key] if zeus[key] > 0 else float("nan")
-            ratios[key].append(ratio)
-            cells.append(f"{ratio:5.2f}")
+        for key, label in RATIO_KEYS.items():
+            ratio, why = _regret_ratio(wl, "kwatt", key)
+            if ratio is None:
+                noisy = noisy or wl["policies"]["zeus"][key] <= _noise(wl, key)
+                cells.append("  n/a")
+                notes.append(f"  n/a  {wl['name']} {label}: {why}\n")
+            else:
+                ratios[key].append(ratio)
+                cells.append(f"{ratio:5.2f}")
         saving = kwatt["last10_energy_saving_pct"], zeus["last10_energy_saving_pct"]
         out.write(
             f"  {wl['name']:<14} regret {cells[0]}  first 20 {cells[1]}  last-10 saving "
             f"{saving[0]:+.1f}% vs {saving[1]:+.1f}%\n"
         )
-    means = {k: sum(v) / len(v) for k, v in ratios.items()}
+    means = {k: f"{sum(v) / len(v):5.2f}" if v else "  n/a" for k, v in ratios.items()}
+    left_out = [
+        f"{label} {len(rows) - len(ratios[key])} of {len(rows)}"
+        for key, label in RATIO_KEYS.items()
+        if len(ratios[key]) < len(rows)
+    ]
     out.write(
-        f"  {'mean':<14} regret {means['regret']:5.2f}  first 20 {means['regret_first20']:5.2f}\n"
+        f"  {'mean':<14} regret {means['regret']}  first 20 {means['regret_first20']}"
+        + (f"  (n/a left out: {', '.join(left_out)})" if left_out else "")
+        + "\n"
     )
+    out.writelines(notes)
+    if noisy:
+        oracle = any("oracle" in wl["policies"] for wl in rows)
+        out.write(
+            "  (noise: 1% of the oracle's expected cost over those recurrences"
+            + (
+                ", or the size of the oracle's own regret if larger, which is luck alone"
+                if oracle
+                else ""
+            )
+            + "; more --seeds shrink it)\n"
+        )
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
@@ -212,8 +282,9 @@ def _plot(report: dict[str, Any], path: Path) -> None:
         for i, policy in enumerate(policies):
             values = []
             for wl in report["workloads"]:
-                zeus = wl["policies"].get("zeus", {}).get(key) or 1.0
-                values.append(wl["policies"][policy][key] / zeus if zeus else 0.0)
+                # No bar where the ratio means nothing (see the summary's n/a).
+                ratio = _regret_ratio(wl, policy, key)[0] if "zeus" in wl["policies"] else None
+                values.append(float("nan") if ratio is None else ratio)
             ax.bar([x + i * width for x in range(len(names))], values, width, label=policy)
         ax.set_xticks([x + width * (len(policies) - 1) / 2 for x in range(len(names))])
         ax.set_xticklabels(names, rotation=30, ha="right")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import os
+import secrets
+import select
 import socket
 from collections.abc import Mapping
 from types import TracebackType
@@ -58,6 +61,19 @@ def _metric_name(env: Mapping[str, str]) -> str | None:
     return text
 
 
+def _hung_up(sock: socket.socket) -> bool:
+    """True when an idle keep-alive socket is readable: the peer closed it (or sent bytes
+    nobody asked for); either way it cannot carry the next call."""
+    try:
+        if hasattr(select, "poll"):  # poll has no FD_SETSIZE limit; trainers open many files
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class Kwatt:
     """Talks to the sidecar. Every method is safe to call whatever the sidecar's state.
 
@@ -88,6 +104,9 @@ class Kwatt:
         self.quiet = False
         self._ended = False
         self._began = False
+        self._warned_metric = False
+        self._client_id = secrets.token_hex(6)
+        self._calls = 0
         self._conn: http.client.HTTPConnection | None = None
         port_text = env.get(ENV_PORT, "")
         try:
@@ -121,18 +140,37 @@ class Kwatt:
         reply = self._call("POST", "/v1/step", None)
         self.profiling = bool(reply.get("profiling", False)) if reply is not None else False
 
-    def epoch_end(self, metric: float | None = None) -> None:
-        """An epoch ended, with its validation metric if there is one."""
+    def epoch_end(self, metric: Any = None) -> None:
+        """An epoch ended, with its validation metric if there is one.
+
+        Anything that is not a finite number (NaN, infinity, a string, a tensor that will
+        not convert) is sent as "no metric": the epoch still counts, nothing is made up and
+        training is never interrupted."""
         if self.quiet:
             return
-        value = None if metric is None else float(metric)
-        if value is not None and value != value:  # NaN: say nothing rather than lie
-            value = None
-        reply = self._call("POST", "/v1/epoch", {"metric": value})
+        reply = self._call("POST", "/v1/epoch", {"metric": self._metric(metric)})
         if reply is not None:
             self.profiling = bool(reply.get("profiling", self.profiling))
             if reply.get("stop"):
                 self.stop_reason = str(reply.get("reason", ""))
+
+    def _metric(self, metric: Any) -> float | None:
+        if metric is None:
+            return None
+        try:
+            value = float(metric)
+        except Exception:  # whatever the object raises, the training loop must not see it
+            value = math.nan
+        if math.isfinite(value):
+            return value
+        if not self._warned_metric:
+            self._warned_metric = True
+            log.warning(
+                "kwatt: the epoch metric %.40r is not a finite number; it is sent as no metric "
+                "(said once).",
+                metric,
+            )
+        return None
 
     def should_stop(self) -> bool:
         """True when the target is reached, the run's cost passed its threshold or its epochs
@@ -186,43 +224,62 @@ class Kwatt:
             log.warning("kwatt: the sidecar cannot be used (%s); training goes on without it.", why)
         self.close()
 
+    def _connection(self) -> http.client.HTTPConnection:
+        """The keep-alive connection, or a new one if the sidecar has closed it meanwhile
+        (it closes idle connections): a readable idle socket means the peer hung up."""
+        conn = self._conn
+        if conn is not None and conn.sock is not None and _hung_up(conn.sock):
+            self.close()
+            conn = None
+        if conn is None or conn.sock is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+            self._conn = conn
+            conn.connect()
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def _exchange(
+        self, method: str, path: str, payload: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        conn = self._connection()
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.getheader("Connection", "").lower() == "close":
+            self.close()
+        return response.status, data
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any] | None:
+        """One call, tried twice at most: a lost connection, a timeout or a 5xx is retried
+        once (under the same call name, so the sidecar counts it once) before going quiet."""
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(payload))}
-        for attempt in (0, 1):
+        self._calls += 1
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(payload)),
+            "Kwatt-Call": f"{self._client_id}-{self._calls}",
+        }
+        why = ""
+        for _ in range(2):
             try:
-                if self._conn is None:
-                    self._conn = http.client.HTTPConnection(
-                        "127.0.0.1", self.port, timeout=self.timeout_s
-                    )
-                    self._conn.connect()
-                    self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._conn.request(method, path, body=payload, headers=headers)
-                response = self._conn.getresponse()
-                data = response.read()
-                status = response.status
-                if response.getheader("Connection", "").lower() == "close":
-                    self.close()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # A keep-alive connection the server closed: reconnect once.
-                self.close()
-                if attempt == 0:
-                    continue
-                self._go_quiet(f"the connection to 127.0.0.1:{self.port} was lost")
-                return None
+                status, data = self._exchange(method, path, payload, headers)
             except (OSError, http.client.HTTPException) as exc:
-                self._go_quiet(f"{path} on 127.0.0.1:{self.port} failed: {exc}")
+                self.close()
+                why = f"{path} on 127.0.0.1:{self.port} failed: {exc or type(exc).__name__}"
+                continue
+            try:
+                reply = json.loads(data) if data else {}
+            except ValueError:
+                reply = None
+            if not isinstance(reply, dict):
+                self._go_quiet(f"{path} answered with something that is not a JSON object")
                 return None
-            break
-        try:
-            reply = json.loads(data) if data else {}
-        except ValueError:
-            self._go_quiet(f"{path} answered with something that is not JSON")
-            return None
-        if not isinstance(reply, dict):
-            self._go_quiet(f"{path} answered with something that is not a JSON object")
-            return None
-        if status >= 400:
-            self._go_quiet(f"{path} answered {status}: {reply.get('error', '')}")
-            return None
-        return reply
+            if status >= 500:
+                why = f"{path} answered {status}: {reply.get('error', '')}"
+                continue
+            if status >= 400:
+                self._go_quiet(f"{path} answered {status}: {reply.get('error', '')}")
+                return None
+            return reply
+        self._go_quiet(why)
+        return None

@@ -62,6 +62,14 @@ class RunSettings:
             raise RunError(f"max epochs must be at least 1, got {self.max_epochs}.")
         if self.cost_threshold is not None and self.cost_threshold <= 0:
             raise RunError(f"The cost threshold must be positive, got {self.cost_threshold}.")
+        # The profiler's own checks, made here so that a bad setting is refused once, up
+        # front, rather than raised by every hello.
+        if self.warmup_steps < 0:
+            raise RunError(f"warmup steps must not be negative, got {self.warmup_steps}.")
+        if self.measure_steps < 1:
+            raise RunError(f"measure steps must be at least 1, got {self.measure_steps}.")
+        if not (math.isfinite(self.limit_step_w) and self.limit_step_w > 0):
+            raise RunError(f"The limit step must be a positive number, got {self.limit_step_w}.")
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,9 @@ class Hardware:
     """The run's GPUs as the sidecar found them at the trainer's hello.
 
     `can_limit` is False when the limit may not be changed (no permission, a MIG
-    slice, no GPU found): the run is then observed only and `note` says why.
+    slice, no GPU found): the run is then observed only and `note` says why. A range
+    that holds no whole watt (kwatt sets whole watts only) is observed only as well,
+    with a note from `begin`.
     """
 
     gpu_model: str
@@ -82,15 +92,21 @@ class Hardware:
     def __post_init__(self) -> None:
         if self.gpu_count < 0:
             raise RunError(f"The GPU count must not be negative, got {self.gpu_count}.")
-        if self.gpu_count and not 0 < self.min_limit_w <= self.max_limit_w:
+        # GPUs that cannot be limited need no usable range (GPUs whose ranges do not overlap,
+        # a driver reporting nonsense): the run is measured only and its report has no range.
+        if self.gpu_count and self.can_limit and not self.usable_range():
             raise RunError(
-                f"The GPU limits must satisfy 0 < min <= max, got "
+                f"The GPU limits must be finite with 0 < min <= max, got "
                 f"{self.min_limit_w}-{self.max_limit_w} W."
             )
 
+    def usable_range(self) -> bool:
+        low, high = self.min_limit_w, self.max_limit_w
+        return math.isfinite(low) and math.isfinite(high) and 0 < low <= high
+
     def limit_range(self) -> tuple[int, int] | None:
         """The whole watts settable on every GPU of the run, for the report; None without one."""
-        if not self.gpu_count:
+        if not self.gpu_count or not self.usable_range():
             return None
         # Rounded to the milliwatt first: NVML's limits are whole mW.
         low, high = math.ceil(round(self.min_limit_w, 3)), math.floor(round(self.max_limit_w, 3))
@@ -155,10 +171,22 @@ def begin(settings: RunSettings, hw: Hardware, now_s: float, energy_j: float) ->
     """The trainer said hello: pick the mode this run can really have and the first limit."""
     mode: Mode = settings.mode
     notes = [hw.note] if hw.note else []
+    usable = hw.limit_range()
     if hw.gpu_count == 0 or not hw.can_limit:
         mode = "observe"
+    elif usable is None and mode != "observe":
+        # Nothing NVML would accept can be set: measure the run rather than fail every call.
+        mode = "observe"
+        notes.append(
+            f"The power-limit range every GPU of the run accepts, {hw.min_limit_w:g}-"
+            f"{hw.max_limit_w:g} W, holds no whole watt (kwatt sets whole watts only), so no "
+            "limit is changed and the run is measured only."
+        )
     count = max(hw.gpu_count, 1)
-    max_w = hw.max_limit_w if hw.gpu_count else 1.0
+    # MaxPower of the cost: the GPUs' maximum when it is a number at all (a GPU that cannot be
+    # limited may report nonsense; its run is then observed and its cost only compared to itself).
+    sane = hw.gpu_count and math.isfinite(hw.max_limit_w) and hw.max_limit_w > 0
+    max_w = hw.max_limit_w if sane else 1.0
     model = CostModel.for_gpus(settings.eta, max_w, count)
     state = RunState(
         hardware=hw,
@@ -180,7 +208,9 @@ def begin(settings: RunSettings, hw: Hardware, now_s: float, energy_j: float) ->
                 f"{hw.min_limit_w:g}-{hw.max_limit_w:g} W; {limit} W was used."
             )
         return Transition(replace(state, limit_w=limit, note=" ".join(notes)), limit)
-    limits = profiler.candidate_limits(hw.min_limit_w, hw.max_limit_w, settings.limit_step_w)
+    assert usable is not None
+    # The whole-watt range itself: every candidate is then a limit the GPUs accept.
+    limits = profiler.candidate_limits(usable[0], usable[1], settings.limit_step_w)
     config = replace(
         settings.profiling.config(limits, model),
         warmup_steps=settings.warmup_steps,

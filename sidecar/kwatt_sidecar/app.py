@@ -8,8 +8,10 @@ termination message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -25,7 +27,7 @@ from kwatt_core import report as reportlib
 from kwatt_sidecar import config as configlib
 from kwatt_sidecar.gpu import GpuBackend, GpuDevice, GpuError, open_backend
 from kwatt_sidecar.limits import PowerControl
-from kwatt_sidecar.metrics import render
+from kwatt_sidecar.metrics import CONTENT_TYPE, GpuReading, Reading, render
 from kwatt_sidecar.server import Conflict, Servers
 
 log = logging.getLogger("kwatt.sidecar")
@@ -50,6 +52,7 @@ class Sidecar:
         self.baseline: dict[str, float] = {}
         self.final: reportlib.Report | None = None
         self.notes: list[str] = [backend.note] if backend.note else []
+        self.hello_uuids: list[str] = []
 
     # -- readings ----------------------------------------------------------------------
 
@@ -72,13 +75,24 @@ class Sidecar:
 
     # -- the protocol --------------------------------------------------------------------
 
-    def hello(self, uuids: list[str], steps_per_epoch: int | None) -> dict[str, Any]:
-        """The trainer's GPUs: find them, restore leftovers, detect privilege, first limit."""
+    def hello(
+        self, uuids: list[str], steps_per_epoch: int | None, batch_size: int | None = None
+    ) -> dict[str, Any]:
+        """The trainer's GPUs: find them, restore leftovers, detect privilege, first limit.
+
+        A second hello (a restarted trainer container, another worker) continues the same run
+        and must name the same GPUs: a run measured on some GPUs cannot take on others."""
         with self.lock:
             if self.state is not None:
-                if sorted(uuids) != sorted(d.uuid for d in self.devices) and self.devices:
-                    raise Conflict("This run already began with other GPUs.")
+                if sorted(uuids) != sorted(self.hello_uuids):
+                    named = ", ".join(self.hello_uuids) or "no GPUs"
+                    raise Conflict(
+                        f"This run already began with {named}; a later hello must name the same "
+                        "GPUs (restart the Pod to measure others)."
+                    )
                 return self._status()
+            self.hello_uuids = list(uuids)
+            self._check_batch_size(batch_size)
             self.devices, missing = self._resolve(uuids)
             hw, why = self._hardware(uuids, missing)
             if self.devices:
@@ -97,6 +111,18 @@ class Sidecar:
                 extra={"steps_per_epoch": steps_per_epoch},
             )
             return self._status()
+
+    def _check_batch_size(self, batch_size: int | None) -> None:
+        """Runs are reported under the operator's batch size; say so when the trainer's differs."""
+        if batch_size is None or batch_size == self.settings.batch_size:
+            return
+        sentence = (
+            f"The trainer says it trains with batch size {batch_size}, but this run was given "
+            f"{self.settings.batch_size} ({contract.ENV_BATCH_SIZE}); the run is reported under "
+            f"{self.settings.batch_size}, so read kw.batch_size in the training code."
+        )
+        log.warning(sentence)
+        self._note(sentence)
 
     def _resolve(self, uuids: list[str]) -> tuple[list[GpuDevice], list[str]]:
         found, missing = [], []
@@ -135,23 +161,48 @@ class Sidecar:
             )
             for sentence in self.control.restore_leftovers():  # logged there, at their level
                 self._note(sentence)
+            low, high, no_range = self._common_range()
             why = ""
             if self.settings.mode != "observe":
-                why = self.control.can_limit()
+                why = self.control.can_limit() or no_range
             if why:
                 log.warning(why)
                 reasons.append(why)
             hw = run.Hardware(
                 gpu_model=self.devices[0].model,
                 gpu_count=len(self.devices),
-                min_limit_w=max(d.min_limit_w for d in self.devices),
-                max_limit_w=min(d.max_limit_w for d in self.devices),
-                can_limit=not why,
+                min_limit_w=low,
+                max_limit_w=high,
+                can_limit=not (why or no_range),
             )
         if not self.devices:
             for sentence in reasons:
                 log.warning(sentence)
         return hw, " ".join(reasons)
+
+    def _common_range(self) -> tuple[float, float, str]:
+        """The limits every GPU of the run accepts, and why there are none ("" if there are).
+
+        One limit goes on all of them, so the range is the highest minimum to the lowest
+        maximum; a GPU reporting a range that is no range (NaN, infinite, not positive)
+        leaves the run without one."""
+        low = max(d.min_limit_w for d in self.devices)
+        high = min(d.max_limit_w for d in self.devices)
+        sane = all(
+            math.isfinite(d.min_limit_w) and math.isfinite(d.max_limit_w) and d.min_limit_w > 0
+            for d in self.devices
+        )
+        if sane and low <= high:
+            return low, high, ""
+        ranges = ", ".join(f"{d.uuid} {d.min_limit_w:g}-{d.max_limit_w:g} W" for d in self.devices)
+        if not sane:  # max() and min() over a NaN depend on the order: no range at all
+            low = high = math.nan
+        return (
+            low,
+            high,
+            f"The run's GPUs have no power-limit range in common ({ranges}), so one limit "
+            "cannot be set on all of them and the run is measured only.",
+        )
 
     def _require(self) -> run.RunState:
         if self.state is None:
@@ -278,13 +329,14 @@ class Sidecar:
 
     # -- metrics -----------------------------------------------------------------------
 
-    def metrics(self) -> str:
+    def metrics(self) -> tuple[bytes, str]:
+        """The Prometheus exposition of this moment, and its content type."""
         with self.lock:
             gpus = []
             for dev in self.devices:
                 try:
                     gpus.append(
-                        (
+                        GpuReading(
                             dev.uuid,
                             self.backend.energy_j(dev.uuid) - self.baseline.get(dev.uuid, 0.0),
                             self.backend.power_w(dev.uuid),
@@ -293,20 +345,22 @@ class Sidecar:
                     )
                 except GpuError:
                     continue
-            phase = "waiting" if self.state is None else self.state.phase
             cost = None
-            epochs = 0
-            if self.state is not None:
-                epochs = self.state.epochs
-                if self.final is not None:
-                    cost = self.final.cost
-                else:
-                    try:
-                        cost = run.cost(self.state, *self._now())
-                    except GpuError:
-                        cost = None
-            failures = self.control.restore_failures if self.control is not None else 0
-            return render(self.cfg.namespace, self.cfg.pod, gpus, phase, cost, epochs, failures)
+            if self.final is not None:
+                cost = self.final.cost
+            elif self.state is not None:
+                with contextlib.suppress(GpuError):
+                    cost = run.cost(self.state, *self._now())
+            reading = Reading(
+                namespace=self.cfg.namespace,
+                pod=self.cfg.pod,
+                phase="waiting" if self.state is None else self.state.phase,
+                epochs=0 if self.state is None else self.state.epochs,
+                cost=cost,
+                gpus=gpus,
+                restore_failures=dict(self.control.failures) if self.control is not None else {},
+            )
+        return render(reading), CONTENT_TYPE
 
     def poll(self) -> None:
         """The idle loop's beat: check that the GPUs still answer (an error ends the sidecar)."""

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 from kwatt_sidecar.gpu import GpuBackend, GpuDevice, GpuError, LimitPermissionError
@@ -45,7 +46,11 @@ class PowerControl:
         self.observe = observe
         self.changed: set[str] = set()
         self.warned_state_dir = False
-        self.restore_failures = 0  # restores that failed, for the sidecar's metrics
+        self.failures: Counter[str] = Counter()  # failed restores by GPU UUID, for metrics
+
+    @property
+    def restore_failures(self) -> int:
+        return sum(self.failures.values())
 
     def _record_path(self, uuid: str) -> Path:
         return self.state_dir / f"{uuid}.json"
@@ -116,7 +121,7 @@ class PowerControl:
             try:
                 self.backend.set_limit_w(dev.uuid, default)
             except Exception as exc:  # a GPU error or worse must not fail the trainer's hello
-                self.restore_failures += 1
+                self.failures[dev.uuid] += 1
                 sentence = (
                     f"GPU {dev.uuid} still has a limit left by an earlier run and it could not "
                     f"be restored to {default:g} W: {exc}"
@@ -188,7 +193,7 @@ class PowerControl:
             try:
                 self.backend.set_limit_w(dev.uuid, dev.default_limit_w)
             except Exception as exc:  # restoring must go on to the next GPU whatever happens
-                self.restore_failures += 1
+                self.failures[dev.uuid] += 1
                 sentence = f"The default limit of GPU {dev.uuid} was not restored: {exc}"
                 log.warning(sentence)
                 problems.append(sentence)

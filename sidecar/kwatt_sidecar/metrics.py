@@ -1,87 +1,105 @@
-"""Prometheus text format 0.0.4, by hand: a handful of series, labels join-able with DCGM.
+"""The sidecar's Prometheus series, rendered by prometheus-client from one reading.
 
 Labels are `namespace`, `pod` (downward API) and `UUID` (the GPU UUID, spelled
-as the DCGM exporter spells its label). The profiling phase is one series per
-phase (six at most) with 1 on the current one.
+as the DCGM exporter spells its label), so kwatt's series join DCGM's. The
+profiling phase is one series per phase (six at most) with 1 on the current one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
 PHASES = ("waiting", "warmup", "measure", "done", "observe", "ended")
+# generate_latest writes the classic text format; say so whatever the library's default.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+@dataclass(frozen=True)
+class GpuReading:
+    uuid: str
+    energy_j: float  # since the trainer's hello
+    power_w: float
+    limit_w: float
 
 
-def _labels(**labels: str) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}"
+@dataclass(frozen=True)
+class Reading:
+    """Everything one scrape shows, read under the Sidecar's lock."""
+
+    namespace: str
+    pod: str
+    phase: str
+    epochs: int
+    cost: float | None = None
+    gpus: list[GpuReading] = field(default_factory=list)
+    restore_failures: Mapping[str, int] = field(default_factory=dict)  # by GPU UUID
 
 
-def _num(value: float) -> str:
-    return repr(float(value))
+class _Snapshot:
+    """A collector that yields the families of one reading (a registry per scrape)."""
 
+    def __init__(self, reading: Reading) -> None:
+        self.reading = reading
 
-def render(
-    namespace: str,
-    pod: str,
-    gpus: list[tuple[str, float, float, float]],
-    phase: str,
-    cost: float | None,
-    epochs: int,
-    restore_failures: int = 0,
-) -> str:
-    """`gpus`: (UUID, energy J since the run began, power W, limit W) per GPU.
-
-    `restore_failures` counts default limits this sidecar failed to put back (its own or a
-    predecessor's): a GPU left below its default slows whatever runs on it next, so it is
-    worth an alert, not only a log line."""
-    out: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-
-    family(
-        "kwatt_gpu_energy_joules_total",
-        "counter",
-        "Energy used by the GPU since the trainer said hello.",
-    )
-    for uuid, energy, _, _ in gpus:
-        out.append(
-            f"kwatt_gpu_energy_joules_total{_labels(namespace=namespace, pod=pod, UUID=uuid)} "
-            f"{_num(energy)}"
+    def collect(self) -> Iterator[Metric]:
+        r = self.reading
+        run = [r.namespace, r.pod]
+        gpu_labels = ["namespace", "pod", "UUID"]
+        energy = CounterMetricFamily(
+            "kwatt_gpu_energy_joules",
+            "Energy used by the GPU since the trainer said hello.",
+            labels=gpu_labels,
         )
-    family("kwatt_gpu_power_watts", "gauge", "Power draw of the GPU.")
-    for uuid, _, power, _ in gpus:
-        out.append(
-            f"kwatt_gpu_power_watts{_labels(namespace=namespace, pod=pod, UUID=uuid)} {_num(power)}"
+        power = GaugeMetricFamily(
+            "kwatt_gpu_power_watts", "Power draw of the GPU.", labels=gpu_labels
         )
-    family("kwatt_gpu_power_limit_watts", "gauge", "Power limit of the GPU.")
-    for uuid, _, _, limit in gpus:
-        out.append(
-            f"kwatt_gpu_power_limit_watts{_labels(namespace=namespace, pod=pod, UUID=uuid)} "
-            f"{_num(limit)}"
+        limit = GaugeMetricFamily(
+            "kwatt_gpu_power_limit_watts", "Power limit of the GPU.", labels=gpu_labels
         )
-    family("kwatt_profiling_phase", "gauge", "1 for the phase the run is in, 0 for the others.")
-    for name in PHASES:
-        value = 1 if name == phase else 0
-        out.append(
-            f"kwatt_profiling_phase{_labels(namespace=namespace, pod=pod, phase=name)} {value}"
+        for gpu in r.gpus:
+            energy.add_metric([*run, gpu.uuid], gpu.energy_j)
+            power.add_metric([*run, gpu.uuid], gpu.power_w)
+            limit.add_metric([*run, gpu.uuid], gpu.limit_w)
+        yield from (energy, power, limit)
+        phase = GaugeMetricFamily(
+            "kwatt_profiling_phase",
+            "1 for the phase the run is in, 0 for the others.",
+            labels=["namespace", "pod", "phase"],
         )
-    family("kwatt_run_epochs", "gauge", "Epochs the trainer has reported.")
-    out.append(f"kwatt_run_epochs{_labels(namespace=namespace, pod=pod)} {epochs}")
-    family(
-        "kwatt_sidecar_restore_failures_total",
-        "counter",
-        "Default power limits the sidecar failed to restore (the log names the GPU).",
-    )
-    out.append(
-        f"kwatt_sidecar_restore_failures_total{_labels(namespace=namespace, pod=pod)} "
-        f"{restore_failures}"
-    )
-    if cost is not None:
-        family("kwatt_run_cost", "gauge", "Energy-time cost of the run so far (joule-equivalents).")
-        out.append(f"kwatt_run_cost{_labels(namespace=namespace, pod=pod)} {_num(cost)}")
-    return "\n".join(out) + "\n"
+        for name in PHASES:
+            phase.add_metric([*run, name], 1 if name == r.phase else 0)
+        yield phase
+        epochs = GaugeMetricFamily(
+            "kwatt_run_epochs", "Epochs the trainer has reported.", labels=["namespace", "pod"]
+        )
+        epochs.add_metric(run, r.epochs)
+        yield epochs
+        failures = CounterMetricFamily(
+            "kwatt_sidecar_restore_failures",
+            "Default power limits the sidecar failed to restore on the GPU (its own or a "
+            "predecessor's); the GPU is left below its default.",
+            labels=gpu_labels,
+        )
+        for uuid in sorted({g.uuid for g in r.gpus} | set(r.restore_failures)):
+            failures.add_metric([*run, uuid], r.restore_failures.get(uuid, 0))
+        yield failures
+        if r.cost is not None:
+            cost = GaugeMetricFamily(
+                "kwatt_run_cost",
+                "Energy-time cost of the run so far (joule-equivalents).",
+                labels=["namespace", "pod"],
+            )
+            cost.add_metric(run, r.cost)
+            yield cost
+
+
+def render(reading: Reading) -> bytes:
+    """The text exposition format (0.0.4) of one reading."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(reading))
+    return generate_latest(registry)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from kwatt_cli.bench import _print_summary
 
 from .conftest import TRACE_DIR
 
@@ -115,3 +119,95 @@ def test_bad_trace_files_are_named(tmp_path: Path, kind: str, message: str) -> N
 def test_missing_directory() -> None:
     out = kwatt("bench", "--trace-dir", "/nonexistent/traces")
     assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def summary_lines(stdout: str) -> tuple[dict[str, str], list[str]]:
+    """The kwatt-against-zeus summary: its lines by first word, and its n/a footnotes."""
+    tail = [line for line in stdout.split("kwatt against zeus", 1)[1].splitlines()[1:] if line]
+    notes = [line for line in tail if line.split()[0] == "n/a"]
+    return {line.split()[0]: line for line in tail if line not in notes}, notes
+
+
+def test_one_seed_summary_prints_no_meaningless_regret_ratio() -> None:
+    """With one seed a policy can beat the oracle's expected cost by luck (regret below
+    zero): a ratio to a regret that is not clearly positive means nothing, so the summary
+    says n/a and why, and the mean leaves that workload out and says so."""
+    args = ["bench", "--trace-dir", str(TRACE_DIR), "--gpu", "v100", "--seeds", "1"]
+    text, data = kwatt(*args), kwatt(*args, "--json")
+    assert text.returncode == 0 and data.returncode == 0, text.stderr + data.stderr
+    lines, notes = summary_lines(text.stdout)
+    shown: dict[str, list[float]] = {"regret": [], "first": []}
+    left_out = {"regret": 0, "first": 0}
+    for wl in json.loads(data.stdout)["workloads"]:
+        line = lines[wl["name"]]
+        cells = {
+            "regret": line.split("regret", 1)[1].split()[0],
+            "first": line.split("first 20", 1)[1].split()[0],
+        }
+        for cell, key in (("regret", "regret"), ("first", "regret_first20")):
+            zeus, kw = wl["policies"]["zeus"][key], wl["policies"]["kwatt"][key]
+            if zeus <= 0 or kw < 0:
+                assert cells[cell] == "n/a", (wl["name"], cell, line)
+            if cells[cell] == "n/a":
+                left_out[cell] += 1
+                assert any(wl["name"] in note for note in notes), f"why is {wl['name']} n/a?"
+            else:
+                assert float(cells[cell]) >= 0.0, line
+                shown[cell].append(float(cells[cell]))
+    # squad's zeus regret (0.14 kWh of 42.7) is below what the oracle itself loses or
+    # gains by luck of the draws (-0.89 kWh): no ratio to it is meaningful.
+    assert lines["squad"].split("regret", 1)[1].split()[0] == "n/a"
+    assert left_out["regret"] >= 1
+    mean = lines["mean"]
+    assert float(mean.split("regret", 1)[1].split()[0]) == pytest.approx(
+        sum(shown["regret"]) / len(shown["regret"]), abs=0.01
+    )
+    assert float(mean.split("first 20", 1)[1].split()[0]) == pytest.approx(
+        sum(shown["first"]) / len(shown["first"]), abs=0.01
+    )
+    assert f"{left_out['regret']} of 6" in mean
+
+
+def workload(name: str, zeus: float, kwatt: float) -> dict[str, Any]:
+    """A 100-recurrence workload whose oracle costs 1 kWh a recurrence; regrets in kWh."""
+    figures = {
+        policy: {
+            "regret": regret * 3.6e6,
+            "regret_first20": regret * 3.6e6 / 5,
+            "last10_energy_saving_pct": 10.0,
+        }
+        for policy, regret in (("zeus", zeus), ("kwatt", kwatt))
+    }
+    return {
+        "name": name,
+        "recurrences": 100,
+        "oracle": {"expected_cost": 3.6e6},
+        "policies": figures,
+    }
+
+
+def test_ratio_only_to_a_clearly_positive_zeus_regret() -> None:
+    """A ratio needs zeus's regret clearly above zero: not below zero, not a sliver of
+    what the oracle itself spends (0.02 kWh of 100 kWh is luck of the draws, and a
+    ratio to it could be anything), and kwatt's regret not below zero either."""
+    report = {
+        "workloads": [
+            workload("clear", zeus=10.0, kwatt=4.0),
+            workload("sliver", zeus=0.02, kwatt=0.01),
+            workload("negative", zeus=-1.0, kwatt=2.0),
+            workload("lucky", zeus=10.0, kwatt=-0.5),
+            workload("half", zeus=10.0, kwatt=5.0),
+        ]
+    }
+    out = io.StringIO()
+    _print_summary(report, out)
+    lines, notes = summary_lines(out.getvalue())
+    assert lines["clear"].split()[1:5] == ["regret", "0.40", "first", "20"]
+    assert lines["half"].split()[2] == "0.50"
+    for name in ("sliver", "negative", "lucky"):
+        assert lines[name].split()[2] == "n/a", lines[name]
+        assert lines[name].split()[5] == "n/a", lines[name]
+        assert sum(name in note for note in notes) == 2, notes
+    mean = lines["mean"].split()
+    assert mean[2] == "0.45" and mean[5] == "0.45"  # (0.40 + 0.50) / 2
+    assert "3 of 5" in lines["mean"]

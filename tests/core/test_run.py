@@ -152,3 +152,73 @@ def test_readings_that_stand_still_abandon_profiling_not_the_run() -> None:
     assert not t.state.profiling and "abandoned" in t.state.note
     report = run.report(settings, run.end(t.state), 1.0, 1.0)
     assert report.limit_w == 250 and not report.profile_complete
+
+
+# A GPU whose NVML range holds no whole watt: kwatt sets whole watts only, so it has
+# nothing it could set, yet the run must go on (measured only) and say why.
+NO_WHOLE_WATT = run.Hardware("v100", 1, 100.4, 100.6)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        run.RunSettings(batch_size=8),
+        run.RunSettings(batch_size=8, cached_limit_w=100),
+        run.RunSettings(batch_size=8, mode="fixed", fixed_limit_w=100),
+    ],
+    ids=["optimize", "cached", "fixed"],
+)
+def test_a_range_without_a_whole_watt_is_observed_not_refused(settings: run.RunSettings) -> None:
+    t = run.begin(settings, NO_WHOLE_WATT, 0.0, 0.0)
+    assert t.set_limit_w is None
+    assert t.state.mode == "observe" and t.state.phase == "observe" and not t.state.profiling
+    assert "100.4-100.6 W" in t.state.note
+    state, now, energy, limits = drive(settings, NO_WHOLE_WATT, epochs=2, steps=60)
+    assert limits == []  # no limit is ever set, profiling or not
+    report = run.report(settings, run.end(state), now, energy)
+    assert report.mode == "observe" and report.limit_w is None
+    assert report.result == "exhausted" and report.epochs == 2 and report.cost > 0
+    assert not report.profile_complete and report.profile == ()
+    assert "100.4-100.6 W" in report.note and report.note.endswith(".")
+    assert decode(encode(report)) == decode(encode(report))
+
+
+def test_the_note_joins_what_the_sidecar_already_said() -> None:
+    hw = run.Hardware("v100", 1, 100.4, 100.6, note="Restored 250 W on GPU-1.")
+    t = run.begin(run.RunSettings(batch_size=8), hw, 0.0, 0.0)
+    assert t.state.note.startswith("Restored 250 W on GPU-1. ")
+    assert "100.4-100.6 W" in t.state.note
+
+
+def test_a_range_holding_one_whole_watt_is_still_used() -> None:
+    """100.4-101.2 W holds 101 W: the run profiles (and keeps) that one limit."""
+    hw = run.Hardware("v100", 1, 100.4, 101.2)
+    settings = run.RunSettings(batch_size=8, warmup_steps=1, measure_steps=2)
+    t = run.begin(settings, hw, 0.0, 0.0)
+    assert t.set_limit_w == 101 and t.state.mode == "optimize"
+    fixed = run.RunSettings(batch_size=8, mode="fixed", fixed_limit_w=250)
+    assert run.begin(fixed, hw, 0.0, 0.0).set_limit_w == 101
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"limit_step_w": 0.0},
+        {"limit_step_w": float("nan")},
+        {"warmup_steps": -1},
+        {"measure_steps": 0},
+    ],
+)
+def test_profiling_settings_out_of_range_are_refused_up_front(kwargs: dict[str, float]) -> None:
+    """A setting the profiler cannot use is a bad setting (one sentence when the sidecar
+    starts), not an error on every hello."""
+    with pytest.raises(run.RunError):
+        run.RunSettings(batch_size=8, **kwargs)  # type: ignore[arg-type]
+
+
+def test_limits_no_gpu_could_report_are_refused_with_the_hardware() -> None:
+    """NVML reports whole milliwatts; an infinite or NaN limit is a broken reading, refused
+    where the hardware is described (as min > max is), never met later by the profiler."""
+    for low, high in ((100.0, float("inf")), (float("nan"), 250.0), (float("-inf"), 250.0)):
+        with pytest.raises(run.RunError, match="finite"):
+            run.Hardware("x", 1, low, high)

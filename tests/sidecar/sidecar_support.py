@@ -188,3 +188,89 @@ def request(
         return resp.status, (json.loads(data) if data else {})
     finally:
         conn.close()
+
+
+def sample(text: str | bytes, name: str, **labels: str) -> float | None:
+    """The value of one series in a Prometheus exposition (None when absent), read with
+    prometheus-client's own parser so that formatting details do not matter."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if isinstance(text, bytes):
+        text = text.decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return None
+
+
+class Served:
+    """A Sidecar on the simulated GPU and its real servers, in this process (port 0)."""
+
+    def __init__(self, node: Node, tmp: Path, servers_kw: dict[str, Any], **env: str) -> None:
+        from kwatt_sidecar import config as configlib
+        from kwatt_sidecar.app import Sidecar
+        from kwatt_sidecar.gpu.simulated import SimulatedBackend
+        from kwatt_sidecar.server import Servers
+
+        cfg = configlib.load(
+            {
+                "KWATT_TERMINATION_PATH": str(tmp / "termination"),
+                "KWATT_STATE_DIR": str(node.state_dir),
+                "KWATT_BATCH_SIZE": "1024",
+                **env,
+            }
+        )
+        self.sidecar = Sidecar(cfg, SimulatedBackend(node.gpu_dir, "all"))
+        self.servers = Servers(self.sidecar, 0, 0, **servers_kw)
+        self.port = self.servers.port
+        self.metrics_port = self.servers.metrics_port
+
+    def __enter__(self) -> Served:
+        self.servers.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sidecar.finish()
+        self.servers.stop()
+
+
+def served(node: Node, tmp: Path, servers_kw: dict[str, Any] | None = None, **env: str) -> Served:
+    return Served(node, tmp, servers_kw or {}, **env)
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes as they are and read whatever comes back until the server closes (after an
+    error at once, else after its idle timeout). No half-close: asyncio drops a connection
+    at EOF, answer or not, and trainers never half-close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, dict[str, str], Any]:
+    """One request on a fresh connection: (status, headers, body): JSON decoded, other
+    bodies as bytes, None when empty."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        heads = {k.lower(): v for k, v in resp.getheaders()}
+        if data and heads.get("content-type", "").startswith("application/json"):
+            return resp.status, heads, json.loads(data)
+        return resp.status, heads, data or None
+    finally:
+        conn.close()

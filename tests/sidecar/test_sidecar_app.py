@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -92,3 +93,28 @@ def test_no_hello_means_no_range(tmp_path: Path) -> None:
     report = sidecar_on(node.gpu_dir, tmp_path).finish()
     assert report.result == "interrupted"
     assert (report.min_limit_w, report.max_limit_w) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "second", [(260.0, 300.0), (float("nan"), 250.0), (float("inf"), float("inf")), (0.0, 0.0)]
+)
+def test_gpus_without_a_common_range_are_measured_not_refused(
+    tmp_path: Path, second: tuple[float, float]
+) -> None:
+    """One limit goes on every GPU of the run; if none fits them all, measure and say why."""
+    node = make_node(tmp_path, count=2)
+    low, high = second
+    current = high if math.isfinite(high) and high > 0 else 250.0
+    node.patch(
+        node.uuids[1], min_limit_w=low, max_limit_w=high, limit_w=current, default_limit_w=current
+    )
+    sc = sidecar_on(node.gpu_dir, tmp_path, KWATT_POWER_MODE="optimize")
+    answer = sc.hello(node.uuids, None)
+    assert answer["mode"] == "observe" and answer["limit_w"] is None
+    sc.epoch(None)
+    report = sc.finish()
+    assert "measured only" in report.note and node.uuids[1] in report.note
+    if second == (260.0, 300.0):  # each GPU accepts its own limit, no limit suits both
+        assert "no power-limit range in common" in report.note
+    assert report.min_limit_w is None and report.max_limit_w is None
+    assert [node.device(u).limit_w for u in node.uuids] == [250.0, current]

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sidecar_support import Node, make_node, request, start_sidecar
+from sidecar_support import Node, make_node, request, sample, start_sidecar
 
 from kwatt_client import Kwatt
 from kwatt_sidecar import config as configlib
@@ -257,12 +257,13 @@ def test_failed_leftover_restore_is_a_warning_and_a_metric(tmp_path: Path, lines
     node.patch(uuid, limit_w=120.0, allow_set=False)
     path = write_record(node, record_text(250, uuid))
     sc = sidecar(node, tmp_path, KWATT_POWER_MODE="fixed", KWATT_FIXED_LIMIT_W="150")
-    assert 'kwatt_sidecar_restore_failures_total{namespace="",pod=""} 0' in sc.metrics()
+    failures = "kwatt_sidecar_restore_failures_total"
+    assert sample(sc.metrics()[0], failures, namespace="", pod="", UUID=uuid) is None  # no hello
     sc.hello(node.uuids, None)  # answers; the run is observed only
     assert any(uuid in w and "could not be restored" in w for w in lines.at(logging.WARNING))
-    text = sc.metrics()
+    text = sc.metrics()[0].decode()
     assert "# TYPE kwatt_sidecar_restore_failures_total counter" in text
-    assert 'kwatt_sidecar_restore_failures_total{namespace="",pod=""} 1' in text
+    assert sample(text, failures, namespace="", pod="", UUID=uuid) == 1
     assert path.exists()  # a later sidecar with the privilege tries again
     assert "could not be restored" in sc.finish().note
 
@@ -290,4 +291,21 @@ def test_failed_restore_at_the_end_is_a_warning_and_a_metric(tmp_path: Path, lin
     warnings = lines.at(logging.WARNING)
     assert len(warnings) == 1 and uuid in warnings[0]
     assert "Restored the default power limit" not in lines.text()
-    assert 'kwatt_sidecar_restore_failures_total{namespace="",pod=""} 1' in sc.metrics()
+    failures = "kwatt_sidecar_restore_failures_total"
+    assert sample(sc.metrics()[0], failures, namespace="", pod="", UUID=uuid) == 1
+
+
+def test_restore_failures_are_counted_per_gpu(tmp_path: Path) -> None:
+    """An alert must say which GPU stayed lowered: only the one that refused counts."""
+    node = make_node(tmp_path, count=2)
+    stuck, fine = node.uuids
+    sc = sidecar(node, tmp_path, KWATT_POWER_MODE="fixed", KWATT_FIXED_LIMIT_W="150")
+    sc.hello(node.uuids, None)
+    node.patch(stuck, allow_set=False)
+    sc.finish()
+    text, content_type = sc.metrics()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    failures = "kwatt_sidecar_restore_failures_total"
+    assert sample(text, failures, namespace="", pod="", UUID=stuck) == 1
+    assert sample(text, failures, namespace="", pod="", UUID=fine) == 0
+    assert node.device(fine).limit_w == 250.0 and node.device(stuck).limit_w == 150.0
