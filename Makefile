@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv controlplane test lint typecheck unit bench bench-sandbox bench-client gpu-check demo clean
+.PHONY: venv controlplane test lint typecheck unit bench bench-sandbox bench-client gpu-check images demo clean
 
 venv: $(STAMP)
 
@@ -50,6 +50,28 @@ bench-client: venv
 # sidecar (NVML). Without a GPU it says so and succeeds.
 gpu-check: venv
 	$(BIN)/python examples/gpu_check.py
+
+# The operator's and the sidecar's images (docs/images.md), built from the repository root
+# with docker or podman, whichever answers here (ENGINE=... to choose). Not part of `make
+# test`: tests/images checks what can be checked without an engine.
+IMAGE_REPO ?= ghcr.io/kwatt
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+ENGINE ?=
+
+images:
+	@engine="$(ENGINE)"; \
+	if [ -z "$$engine" ]; then \
+		for e in podman docker; do \
+			if command -v $$e >/dev/null 2>&1 && $$e info >/dev/null 2>&1; then engine=$$e; break; fi; \
+		done; \
+	fi; \
+	if [ -z "$$engine" ]; then \
+		echo "make images needs a running container engine (docker or podman), and none answers here."; \
+		exit 2; \
+	fi; \
+	set -x; \
+	$$engine build -f operator/Dockerfile -t $(IMAGE_REPO)/operator:$(IMAGE_TAG) . && \
+	$$engine build -f sidecar/Dockerfile -t $(IMAGE_REPO)/sidecar:$(IMAGE_TAG) .
 
 demo: bench
 

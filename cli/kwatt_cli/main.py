@@ -3,6 +3,11 @@
 Subcommand modules are imported lazily so that `kwatt bench` never pulls in
 Kubernetes libraries and a missing optional extra is reported as a sentence.
 Each module exposes `HELP`, `add_arguments(parser)` and `run(args) -> int`.
+
+The same entry point is installed as `kubectl-kwatt`, so that `kubectl kwatt report NAME`
+works: kubectl runs the first `kubectl-kwatt` on PATH with every argument after `kwatt`,
+flags included and unparsed (kubectl's own flags cannot come before a plugin's name), and
+its environment, KUBECONFIG included.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from kwatt_cli.errors import UsageError
+from kwatt_cli.errors import CommandError, UsageError
 
 # subcommand -> (module, one-line help, extra that provides its dependencies)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -27,6 +32,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "kwatt_cli.sandbox",
         "Run the sandbox cluster: real control plane, simulated GPU nodes (tests, demos).",
         "sandbox",
+    ),
+    "report": (
+        "kwatt_cli.report",
+        "Show a TrainingJob's runs, energy and saving against the default configuration.",
+        "operator",
     ),
 }
 
@@ -42,10 +52,10 @@ def _load(name: str) -> ModuleType:
         ) from exc
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "kwatt") -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog="kwatt", description="kwatt: less GPU energy for recurring training jobs."
+        prog=prog, description="kwatt: less GPU energy for recurring training jobs."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text, _) in SUBCOMMANDS.items():
@@ -56,16 +66,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args_list[0]
     try:
         module = _load(name)
-        sub_parser = argparse.ArgumentParser(prog=f"kwatt {name}", description=module.HELP)
+        sub_parser = argparse.ArgumentParser(prog=f"{prog} {name}", description=module.HELP)
         module.add_arguments(sub_parser)
         args = sub_parser.parse_args(args_list[1:])
         result: int = module.run(args)
         return result
     except UsageError as exc:
-        print(f"kwatt {name}: {exc}", file=sys.stderr)
+        print(f"{prog} {name}: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"{prog} {name}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def kubectl_plugin() -> int:
+    """`kubectl-kwatt`: kubectl's plugin for `kubectl kwatt report NAME` (and the rest)."""
+    return main(prog="kubectl kwatt")
 
 
 if __name__ == "__main__":

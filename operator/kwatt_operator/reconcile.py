@@ -41,6 +41,7 @@ from kwatt_operator.crd import GROUP
 from kwatt_operator.jobs import LABEL_RUN, SidecarSettings, build_job, job_name
 from kwatt_operator.schedule import due, parse_schedule
 from kwatt_operator.spec import SpecError, TrainingJobSpec, parse_spec
+from kwatt_operator.status_report import compare_with_default
 
 Obj = dict[str, Any]
 ANNOTATION_RUN_REQUEST = f"{GROUP}/run-requested"  # a new value asks for one more run
@@ -528,21 +529,10 @@ def _summary(status: Obj, spec: TrainingJobSpec, now: datetime, generation: Any)
         )
     else:
         _set(status, "Suspended", "False", "Active", "New runs start when due.", generation, now)
-    sums = status.get("baseline") or {}
-    every = sums.get("all")
-    basis = "measured" if (sums.get("default") or {}).get("runs") else "estimated"
-    default = sums.get("default" if basis == "measured" else "estimated")
-    if default and every and int(default["runs"]) and int(every["runs"]):
-        base_e = float(default["energyJoules"]) / int(default["runs"])
-        base_t = float(default["seconds"]) / int(default["runs"])
-        mean_e = float(every["energyJoules"]) / int(every["runs"])
-        mean_t = float(every["seconds"]) / int(every["runs"])
-        if base_e > 0 and base_t > 0:
-            status["savings"] = {
-                "energyPercent": round(100.0 * (1.0 - mean_e / base_e), 2),
-                "timePercent": round(100.0 * (1.0 - mean_t / base_t), 2),
-                "basis": basis,
-            }
+    # The same comparison `kwatt report` shows (status_report.py), from the same sums.
+    comparison = compare_with_default(status.get("baseline"))
+    if comparison is not None:
+        status["savings"] = comparison.savings()
     status["observedGeneration"] = generation
 
 
