@@ -197,14 +197,16 @@ def sidecar_container(
     """The native sidecar: an init container with restartPolicy Always (Kubernetes >= 1.29).
 
     CAP_SYS_ADMIN is what changing a GPU power limit needs, so only optimize and
-    fixed modes get it; observe mode drops every capability.
+    fixed modes get it, and nothing else of the runtime's default set (the sidecar
+    writes only files it owns: its state records and termination message); observe
+    mode drops every capability.
     """
     security: dict[str, Any]
     if spec.power_limit.mode == "observe":
         security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     else:
         # allowPrivilegeEscalation: false is refused by the API server with CAP_SYS_ADMIN.
-        security = {"capabilities": {"add": ["SYS_ADMIN"]}}
+        security = {"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}
     container: dict[str, Any] = {
         "name": c.SIDECAR_CONTAINER,
         "image": settings.image,

@@ -203,6 +203,7 @@ def test_sidecar_privilege_and_limits_per_mode(
     security = sidecar["securityContext"]
     added = security.get("capabilities", {}).get("add", [])
     assert added == (["SYS_ADMIN"] if privileged else [])
+    assert security["capabilities"]["drop"] == ["ALL"]  # nothing of the runtime's defaults
     assert not security.get("privileged")
     if not privileged:
         assert security["allowPrivilegeEscalation"] is False
