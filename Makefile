@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv controlplane test lint typecheck unit bench bench-sandbox bench-client gpu-check images demo clean
+.PHONY: venv controlplane helm test lint typecheck unit bench bench-sandbox bench-client mutation gpu-check images demo clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,12 @@ typecheck: venv
 controlplane: venv
 	$(BIN)/python -m kwatt_sandbox.controlplane.build
 
-unit: venv controlplane
+# The Helm chart's tools (helm 3, helm 4, kubecheck), built with Go once per machine into the
+# same cache (kwatt_sandbox.controlplane.tools); does nothing when they are already there.
+helm: venv
+	$(BIN)/python -m kwatt_sandbox.controlplane.tools
+
+unit: venv controlplane helm
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit
@@ -45,6 +50,13 @@ bench-sandbox: venv
 
 bench-client: venv
 	$(BIN)/python benchmarks/client_overhead.py
+
+# Mutation testing of core, client, sidecar and operator against each part's fast tests
+# (docs/testing.md): a deterministic sample, under 30 minutes on 2 cores. Not part of
+# `make test`. MUTATION_ARGS narrows it, e.g. MUTATION_ARGS="core --only core/kwatt_core/cost.py".
+MUTATION_ARGS ?=
+mutation: venv
+	$(BIN)/python tools/mutation.py $(MUTATION_ARGS)
 
 # On a machine with an NVIDIA GPU: train a small model through the client and a real
 # sidecar (NVML). Without a GPU it says so and succeeds.

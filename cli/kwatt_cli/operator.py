@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from kwatt_cli.errors import UsageError
+
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_RESOURCE_KEYS = ("requests", "limits", "claims")
 
 HELP = (
     "Run the kwatt operator: every TrainingJob's recurrences as Jobs, with the batch size "
@@ -35,6 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sidecar-image",
         default=os.environ.get("KWATT_SIDECAR_IMAGE", "ghcr.io/kwatt/sidecar:0.1.0"),
         help="image of the sidecar injected into each run (env KWATT_SIDECAR_IMAGE)",
+    )
+    parser.add_argument(
+        "--sidecar-image-pull-policy",
+        default=os.environ.get("KWATT_SIDECAR_IMAGE_PULL_POLICY") or None,
+        choices=PULL_POLICIES,
+        help="imagePullPolicy of the injected sidecar (default: Kubernetes' own for its tag)",
+    )
+    parser.add_argument(
+        "--sidecar-resources",
+        default=os.environ.get("KWATT_SIDECAR_RESOURCES") or None,
+        metavar="JSON",
+        help="the injected sidecar's resources as a JSON object, e.g. "
+        '\'{"requests":{"cpu":"50m","memory":"64Mi"}}\' (env KWATT_SIDECAR_RESOURCES; '
+        "default: those requests)",
     )
     parser.add_argument(
         "--sidecar-state-dir",
@@ -74,6 +92,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="log at debug level")
 
 
+def parse_resources(text: str) -> dict[str, Any]:
+    """`--sidecar-resources`: a container's resources as a JSON object, checked for shape."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--sidecar-resources must be a JSON object: {exc}.") from exc
+    if not isinstance(value, dict):
+        raise UsageError(f"--sidecar-resources must be a JSON object, not {text!r}.")
+    unknown = sorted(set(value) - set(_RESOURCE_KEYS))
+    if unknown:
+        raise UsageError(
+            f"--sidecar-resources may have only {', '.join(_RESOURCE_KEYS)}, "
+            f"not {', '.join(unknown)}."
+        )
+    for key in ("requests", "limits"):
+        amounts = value.get(key, {})
+        if not isinstance(amounts, dict) or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in amounts.values()
+        ):
+            raise UsageError(
+                f"--sidecar-resources' {key} must map resource names to quantities "
+                '(e.g. {"cpu": "50m"}).'
+            )
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     if args.kubeconfig is not None:
         if not args.kubeconfig.is_file():
@@ -96,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
     from kwatt_operator.jobs import SidecarSettings
 
     options: dict[str, Any] = {"image": args.sidecar_image}
+    if args.sidecar_image_pull_policy:
+        options["image_pull_policy"] = args.sidecar_image_pull_policy
+    if args.sidecar_resources:
+        options["resources"] = parse_resources(args.sidecar_resources)
     if args.sidecar_state_dir:
         options["state_dir_host_path"] = args.sidecar_state_dir
     for flag, key in (("sidecar_port", "port"), ("sidecar_metrics_port", "metrics_port")):

@@ -382,9 +382,10 @@ def _is_package_line(line: str) -> bool:
 
 
 class _Progress:
-    def __init__(self, out: TextIO, where: Path) -> None:
+    def __init__(self, out: TextIO, where: Path, label: str = "the sandbox control plane") -> None:
         self.out = out
         self.where = where
+        self.label = label  # what is built, for the progress lines
         self.start = time.monotonic()
         self.last = self.start
         self.total = 0
@@ -408,7 +409,7 @@ class _Progress:
         else:
             status = f"{self.stage}, {elapsed}"
         where = _display(self.where.parent)
-        text = f"Building the sandbox control plane (one time, cached in {where}): {status}"
+        text = f"Building {self.label} (one time, cached in {where}): {status}"
         self.out.write(f"\r\x1b[K{text}" if self.tty else f"{text}\n")
         self.out.flush()
         self.dangling = self.tty  # a terminal's progress line is rewritten in place

@@ -1,0 +1,276 @@
+"""The Helm chart against a real API server: the session's cluster (the sandbox's
+kube-apiserver v1.37.2 unless KWATT_TEST_KUBECONFIG names another).
+
+- every rendered object passes a server-side dry run (`kubectl apply --dry-run=server
+  --validate=strict`): the API server's own schema, defaulting and validation, unknown fields
+  refused; the ServiceMonitor is left out (its CRD is not installed; kubecheck decodes it);
+- on the sandbox, the whole life of a release under Helm 3 and Helm 4: `helm install --wait`
+  (the operator as a Pod, as the chart's ServiceAccount), `helm test`, `helm upgrade --wait`
+  (the new Pod runs a TrainingJob's first recurrence), `helm uninstall` (the CRD stays).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from chart_support import CHART, REPO, Helm, objects
+
+from kwatt_sandbox.controlplane.cluster import free_port
+from kwatt_sandbox.testing import Cluster, eventually
+
+CRD = "trainingjobs.kwatt.dev"
+
+
+def operator_support() -> ModuleType:
+    """tests/operator/operator_support.py (its TrainingJob on the simulated V100), loaded by
+    path so that this folder's tests run alone too."""
+    name = "operator_support"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "operator" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def install_crd(cluster: Cluster) -> None:
+    """As the docs say to on upgrade: the chart's crds/, applied server-side."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    eventually(
+        lambda: (
+            cluster.kubectl(
+                "wait", "--for=condition=Established", f"crd/{CRD}", check=False
+            ).returncode
+            == 0
+        ),
+        timeout=30,
+        interval=0.2,
+    )
+
+
+def default_account(cluster: Cluster, namespace: str) -> None:
+    """Pods are admitted only once the namespace's `default` ServiceAccount exists."""
+    eventually(
+        lambda: (
+            cluster.kubectl(
+                "get", "serviceaccount", "default", "-n", namespace, check=False
+            ).returncode
+            == 0
+        ),
+        timeout=30,
+        interval=0.2,
+    )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {
+            "watchNamespaces": ["ml"],
+            "verbose": True,
+            "sidecar": {
+                "image": {"pullPolicy": "Always"},
+                "resources": {"limits": {"memory": "1Gi"}},
+            },
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {}},
+            "imagePullSecrets": [{"name": "regcred"}],
+            "priorityClassName": "system-cluster-critical",
+            "podAnnotations": {"a": "b"},
+        },
+        {"metrics": {"enabled": False}, "rbac": {"aggregate": False}},
+    ],
+    ids=["default", "custom", "no-metrics"],
+)
+def test_the_api_server_accepts_every_object(
+    cluster: Cluster,
+    namespace: str,
+    helm3: Helm,
+    tmp_path: Path,
+    values: dict[str, Any],
+) -> None:
+    install_crd(cluster)
+    default_account(cluster, namespace)
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump({"fullnameOverride": f"kwatt-{namespace}", **values}))
+    rendered = objects(
+        helm3.template("-f", str(values_file), "--include-crds", namespace=namespace)
+    )
+    checked = [d for d in rendered if d["kind"] != "ServiceMonitor"]
+    assert len(checked) >= 4
+    result = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "--server-side",
+        "--force-conflicts",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(checked),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(checked), result.stdout
+
+
+def test_the_dry_run_refuses_an_unknown_field(
+    cluster: Cluster, namespace: str, helm3: Helm
+) -> None:
+    """A control: the same check fails on a Deployment with a misspelt field."""
+    default_account(cluster, namespace)
+    rendered = objects(helm3.template(namespace=namespace))
+    deployment = next(d for d in rendered if d["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Always"
+    result = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "--server-side",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(deployment),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "imagePulPolicy" in result.stderr
+
+
+def test_install_test_upgrade_uninstall(
+    sandbox: Cluster, namespace: str, helm: Helm, tmp_path: Path
+) -> None:
+    """The chart's Deployment runs `kwatt operator` as its ServiceAccount. The sandbox's nodes
+    ignore images and run `command` (docs/sandbox.md), so the release sets it; everything
+    else is the chart's. Pods share the host's network here: every port is a free one, and
+    `helm test` asks 127.0.0.1 (Services route nothing in the sandbox)."""
+    support = operator_support()
+    release = f"kwatt-{namespace}"
+    values = {
+        "command": ["python", "-m", "kwatt_cli.main", "operator"],
+        "image": {"repository": "ignored/operator"},
+        "watchNamespaces": [namespace],
+        "health": {"port": free_port()},
+        "metrics": {"port": free_port()},
+        "sidecar": {
+            "image": {"repository": "ignored/sidecar"},
+            "port": free_port(),
+            "metricsPort": free_port(),
+            "stateDir": str(tmp_path / "state"),
+        },
+        "livenessProbe": {"initialDelaySeconds": 0, "periodSeconds": 2},
+        "readinessProbe": {"initialDelaySeconds": 0, "periodSeconds": 1},
+        "tests": {"host": "127.0.0.1"},
+    }
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    env = sandbox.env()
+    common = ["-n", namespace, "-f", str(values_file)]
+    default_account(sandbox, namespace)
+    try:
+        installed = helm.run(
+            "install",
+            release,
+            str(CHART),
+            *common,
+            "--wait",
+            "--timeout",
+            "120s",
+            env=env,
+            timeout=150,
+        )
+        assert "kubectl apply --server-side" in installed.stdout  # NOTES.txt
+        assert sandbox.kubectl("get", f"crd/{CRD}", check=False).returncode == 0
+        deployment = sandbox.kubectl_json("get", "deployment", release, "-n", namespace)
+        assert deployment["status"].get("readyReplicas") == 1
+        for role in (f"{release}-operator", f"{release}-view", f"{release}-edit"):
+            sandbox.kubectl("get", "clusterrole", role)
+
+        tested = helm.run("test", release, "-n", namespace, env=env, timeout=120)
+        print(tested.stdout)
+        suite = rf"TEST SUITE:\s+{release}-test-metrics\n(.*\n)*?Phase:\s+Succeeded"
+        assert re.search(suite, tested.stdout), tested.stdout
+
+        helm.run(
+            "upgrade",
+            release,
+            str(CHART),
+            *common,
+            "--set",
+            "workers=2",
+            "--set",
+            "verbose=true",
+            "--wait",
+            "--timeout",
+            "120s",
+            env=env,
+            timeout=150,
+        )
+        pods = sandbox.kubectl_json(
+            "get",
+            "pods",
+            "-n",
+            namespace,
+            "-l",
+            f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator",
+        )["items"]
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        assert len(live) == 1
+        assert "--workers=2" in live[0]["spec"]["containers"][0]["args"]
+        assert "--verbose" in live[0]["spec"]["containers"][0]["args"]
+
+        # The upgraded operator, a Pod under the chart's ServiceAccount, runs a recurrence.
+        sandbox.kubectl("create", "-f", "-", input=json.dumps(support.trainingjob(namespace)))
+
+        def recorded() -> dict[str, Any] | None:
+            status = support.status_of(sandbox, namespace)
+            return status if int(status.get("recordedRuns") or 0) >= 1 else None
+
+        try:
+            status = eventually(recorded, timeout=120, interval=0.5)
+        except AssertionError:
+            print(
+                sandbox.kubectl(
+                    "logs", "-n", namespace, f"deployment/{release}", check=False
+                ).stdout
+            )
+            raise
+        assert status["history"][0]["result"] == "reached"
+        account = f"system:serviceaccount:{namespace}:{release}"
+        assert eventually(lambda: sandbox.audit_events(account), timeout=10)
+
+        helm.run("uninstall", release, "-n", namespace, "--wait", env=env, timeout=120)
+        assert (
+            sandbox.kubectl("get", "deployment", release, "-n", namespace, check=False).returncode
+            != 0
+        )
+        assert (
+            sandbox.kubectl("get", "clusterrole", f"{release}-operator", check=False).returncode
+            != 0
+        )
+        # Helm never deletes what it installed from crds/: the CRD and the TrainingJobs stay.
+        assert sandbox.kubectl("get", f"crd/{CRD}", check=False).returncode == 0
+        assert sandbox.kubectl("get", "trainingjobs", "-n", namespace, "-o", "name").stdout.strip()
+    finally:
+        helm.run("uninstall", release, "-n", namespace, env=env, check=False, timeout=60)
+
+
+def test_upgrade_instructions_name_the_chart_crd() -> None:
+    """The chart's README tells how to upgrade the CRD, which Helm never does."""
+    text = (REPO / "charts" / "kwatt" / "README.md").read_text()
+    assert "kubectl apply --server-side --force-conflicts -f" in text
