@@ -165,12 +165,52 @@ async def _report(
     meta = trainingjob["metadata"]
     for run in plan.finished:
         config.metrics.run_finished(
-            meta["namespace"], meta["name"], run.result, run.energy_j, run.seconds
+            meta["namespace"],
+            meta["name"],
+            run.result,
+            run.energy_j,
+            run.seconds,
+            profiling_energy_j=run.profiling.energy_j,
+            profiling_seconds=run.profiling.seconds,
+            profiling_extra_energy_j=run.profiling.extra_energy_j,
+            profiling_extra_seconds=run.profiling.extra_seconds,
         )
     for choice in plan.started:
         config.metrics.run_started(
             meta["namespace"], meta["name"], choice.batch_size, choice.power_limit_w
         )
+    status = plan.status if plan.status is not None else trainingjob.get("status")
+    _status_metrics(config.metrics, meta["namespace"], meta["name"], status or {})
+
+
+def _status_metrics(metrics: Any, namespace: str, name: str, status: dict[str, Any]) -> None:
+    """The gauges that mirror the status (after a restart too): the current batch size and
+    power limit, and the saving against the default configuration. A value the metrics
+    refuse (a status written by hand) is logged, never fatal to the pass."""
+    try:
+        size = status.get("currentBatchSize")
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            limit = status.get("currentPowerLimitWatts")
+            valid = isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+            metrics.current(namespace, name, size, limit if valid else None)
+        savings = status.get("savings")
+        if isinstance(savings, dict) and savings.get("basis") in ("measured", "estimated"):
+            energy, time = (
+                _percent(savings.get("energyPercent")),
+                _percent(savings.get("timePercent")),
+            )
+            metrics.savings(namespace, name, energy, time, str(savings["basis"]))
+        else:
+            metrics.savings(namespace, name, None, None)
+    except ValueError as exc:
+        log.warning("Metrics of TrainingJob %s/%s not updated: %s", namespace, name, exc)
+
+
+def _percent(value: Any) -> float | None:
+    """A status percentage as a ratio; None when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value / 100
 
 
 def _brief(exc: Exception) -> str:

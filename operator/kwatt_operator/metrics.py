@@ -12,8 +12,17 @@ the exposition forever.
 
 Design choices:
 
-* Gauges describe the current (latest started) run and keep their value after it
-  finishes, until the next run starts or the TrainingJob is forgotten.
+* The batch-size and power-limit gauges describe the TrainingJob's current run (the
+  latest in flight, else the latest recorded: `status.currentBatchSize` and
+  `status.currentPowerLimitWatts`), refreshed from the status on every reconcile pass,
+  so they survive an operator restart; a run that profiled its limit shows the limit it
+  kept once it is recorded.
+* The saving gauges are `status.savings` as ratios (0.25 is 25%), labelled with its
+  basis (`measured` or `estimated`), one series per TrainingJob; none while the status
+  has no saving (no default-size run has reached the target yet).
+* The profiling counters add up each recorded run's power-limit profile from its report:
+  the energy and time of its measurement windows, and what those windows cost beyond
+  the same steps at the limit the run kept (the profiling overhead proper).
 * A run without a power limit (the profiling runs, or "observe" mode) has *no*
   `kwatt_trainingjob_power_limit_watts` sample rather than NaN: absence is what
   PromQL's `absent()`/`unless` expect, while NaN would poison `sum`/`avg`.
@@ -48,6 +57,7 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 _REASON = re.compile(r"[A-Z][A-Za-z0-9]*")
 
 _TJ_LABELS = ("namespace", "trainingjob")
+BASES: tuple[str, ...] = ("measured", "estimated")  # status.savings.basis
 
 
 def _namespace(value: str) -> str:
@@ -68,6 +78,13 @@ def _amount(what: str, value: float) -> float:
         raise ValueError(f"{what} must be a number, got {value!r:.80}.")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{what} must be finite and >= 0, got {value!r}.")
+    return float(value)
+
+
+def _ratio(what: str, value: float) -> float:
+    """A saving: finite (negative when kwatt did worse than the default configuration)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r:.80}.")
     return float(value)
 
 
@@ -146,6 +163,52 @@ class OperatorMetrics:
             unit="watts",
             registry=reg,
         )
+        self.profiling_energy = Counter(
+            "kwatt_trainingjob_profiling_energy",
+            "GPU energy of the power-limit profiling windows of a TrainingJob's finished runs, "
+            "in joules (the measured windows; warm-up steps are not in them).",
+            _TJ_LABELS,
+            unit="joules",
+            registry=reg,
+        )
+        self.profiling_seconds = Counter(
+            "kwatt_trainingjob_profiling",
+            "Wall-clock time of the power-limit profiling windows of a TrainingJob's finished "
+            "runs, in seconds.",
+            _TJ_LABELS,
+            unit="seconds",
+            registry=reg,
+        )
+        self.profiling_extra_energy = Counter(
+            "kwatt_trainingjob_profiling_extra_energy",
+            "GPU energy the profiling windows of a TrainingJob's finished runs used beyond the "
+            "same steps at the limit each run kept, in joules (profiling overhead).",
+            _TJ_LABELS,
+            unit="joules",
+            registry=reg,
+        )
+        self.profiling_extra_seconds = Counter(
+            "kwatt_trainingjob_profiling_extra",
+            "Time the profiling windows of a TrainingJob's finished runs took beyond the same "
+            "steps at the limit each run kept, in seconds (profiling overhead).",
+            _TJ_LABELS,
+            unit="seconds",
+            registry=reg,
+        )
+        self.energy_saving = Gauge(
+            "kwatt_trainingjob_energy_saving_ratio",
+            "Energy saved per run against the default configuration (status.savings), as a "
+            "ratio: 0.25 is 25% less (basis: measured or estimated).",
+            (*_TJ_LABELS, "basis"),
+            registry=reg,
+        )
+        self.time_saving = Gauge(
+            "kwatt_trainingjob_time_saving_ratio",
+            "Time saved per run against the default configuration (status.savings), as a "
+            "ratio: negative when runs take longer (basis: measured or estimated).",
+            (*_TJ_LABELS, "basis"),
+            registry=reg,
+        )
         self.errors = Counter(
             "kwatt_reconcile_errors",
             "Reconcile errors of a TrainingJob by reason (a count).",
@@ -159,29 +222,64 @@ class OperatorMetrics:
             if key in self._known:
                 return
             self._known.add(key)
-        self.energy.labels(*key)
-        self.seconds.labels(*key)
+        for counter in self._counters():
+            counter.labels(*key)
         for result in _ALL_RESULTS:
             self.runs.labels(*key, result)
 
+    def _counters(self) -> tuple[Counter, ...]:
+        """The counters labelled by TrainingJob alone."""
+        return (
+            self.energy,
+            self.seconds,
+            self.profiling_energy,
+            self.profiling_seconds,
+            self.profiling_extra_energy,
+            self.profiling_extra_seconds,
+        )
+
     def run_finished(
-        self, namespace: str, trainingjob: str, result: str, energy_j: float, seconds: float
+        self,
+        namespace: str,
+        trainingjob: str,
+        result: str,
+        energy_j: float,
+        seconds: float,
+        *,
+        profiling_energy_j: float = 0.0,
+        profiling_seconds: float = 0.0,
+        profiling_extra_energy_j: float = 0.0,
+        profiling_extra_seconds: float = 0.0,
     ) -> None:
-        """Count a finished run: its energy, its time and its result (unknown → "other")."""
+        """Count a finished run: its energy, its time, its result (unknown → "other") and
+        what its power-limit profiling took (0 for a run that did not profile)."""
         key = (_namespace(namespace), _trainingjob(trainingjob))
-        energy = _amount("energy_j", energy_j)
-        elapsed = _amount("seconds", seconds)
+        amounts = (
+            _amount("energy_j", energy_j),
+            _amount("seconds", seconds),
+            _amount("profiling_energy_j", profiling_energy_j),
+            _amount("profiling_seconds", profiling_seconds),
+            _amount("profiling_extra_energy_j", profiling_extra_energy_j),
+            _amount("profiling_extra_seconds", profiling_extra_seconds),
+        )
         if not isinstance(result, str):
             raise ValueError(f"result must be a string, got {result!r:.80}.")
         self._touch(key)
-        self.energy.labels(*key).inc(energy)
-        self.seconds.labels(*key).inc(elapsed)
+        for counter, amount in zip(self._counters(), amounts, strict=True):
+            counter.labels(*key).inc(amount)
         self.runs.labels(*key, result_label(result)).inc()
 
     def run_started(
         self, namespace: str, trainingjob: str, batch_size: int, power_limit_w: int | None
     ) -> None:
         """Show the new run's choice; no power-limit sample when it sets none."""
+        self.current(namespace, trainingjob, batch_size, power_limit_w)
+
+    def current(
+        self, namespace: str, trainingjob: str, batch_size: int, power_limit_w: int | None
+    ) -> None:
+        """Show the current run's batch size and power limit (no power-limit sample when it
+        has none: profiling, or the limit left alone)."""
         key = (_namespace(namespace), _trainingjob(trainingjob))
         size = _positive_int("batch_size", batch_size)
         limit = None if power_limit_w is None else _positive_int("power_limit_w", power_limit_w)
@@ -191,6 +289,30 @@ class OperatorMetrics:
             self.power_limit.remove(*key)
         else:
             self.power_limit.labels(*key).set(limit)
+
+    def savings(
+        self,
+        namespace: str,
+        trainingjob: str,
+        energy_ratio: float | None,
+        time_ratio: float | None,
+        basis: str = "measured",
+    ) -> None:
+        """Show the saving against the default configuration (ratios; None: no saving
+        known, which drops the series); `basis` is one of BASES."""
+        key = (_namespace(namespace), _trainingjob(trainingjob))
+        if basis not in BASES:
+            raise ValueError(f"basis must be one of {', '.join(BASES)}, got {basis!r:.80}.")
+        values = (
+            (self.energy_saving, None if energy_ratio is None else _ratio("energy", energy_ratio)),
+            (self.time_saving, None if time_ratio is None else _ratio("time", time_ratio)),
+        )
+        for gauge, value in values:
+            for other in BASES:  # one series per TrainingJob: the basis may change
+                if other != basis or value is None:
+                    gauge.remove(*key, other)
+            if value is not None:
+                gauge.labels(*key, basis).set(value)
 
     def reconcile_error(self, namespace: str, trainingjob: str, reason: str) -> None:
         """Count a failed reconcile under a CamelCase reason from a bounded set."""
@@ -209,8 +331,11 @@ class OperatorMetrics:
             self._known.discard(key)
             reasons = self._seen_reasons.pop(key, set())
         # remove() of an absent series is a no-op, so this is safe to repeat.
-        for metric in (self.energy, self.seconds, self.batch_size, self.power_limit):
+        for metric in (*self._counters(), self.batch_size, self.power_limit):
             metric.remove(*key)
+        for basis in BASES:
+            self.energy_saving.remove(*key, basis)
+            self.time_saving.remove(*key, basis)
         for result in _ALL_RESULTS:
             self.runs.remove(*key, result)
         for reason in reasons:

@@ -58,6 +58,16 @@ class Event:
 
 
 @dataclass(frozen=True)
+class ProfilingCost:
+    """What a run's power-limit profiling took, from its report's profile (`profiling_cost`)."""
+
+    energy_j: float = 0.0  # the measurement windows' energy
+    seconds: float = 0.0  # and their time
+    extra_energy_j: float = 0.0  # beyond the same steps at the limit the run kept
+    extra_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class FinishedRun:
     """A run recorded in this pass, for metrics."""
 
@@ -65,6 +75,7 @@ class FinishedRun:
     result: str
     energy_j: float
     seconds: float
+    profiling: ProfilingCost = field(default_factory=ProfilingCost)
 
 
 @dataclass
@@ -412,8 +423,27 @@ def _record(
     message += "."
     _set(status, "LastRun", "True" if ok else "False", reason, message, None, now)
     plan.events.append(Event("Normal" if ok else "Warning", reason, message))
-    plan.finished.append(FinishedRun(item["run"], result, energy, seconds))
+    plan.finished.append(FinishedRun(item["run"], result, energy, seconds, profiling_cost(report)))
     return state
+
+
+def profiling_cost(report: Report | None) -> ProfilingCost:
+    """The energy and time of the run's profiling windows, and the overhead: what they took
+    beyond the same steps at the limit the run kept (each window's steps at the kept
+    window's per-step energy and time; never below 0 for the run). The overhead is 0 when
+    the kept limit is not among the profiled points (no profile, a thinned report)."""
+    if report is None or not report.profile:
+        return ProfilingCost()
+    points = [p for p in report.profile if p.steps > 0]
+    energy = sum(max(0.0, p.energy_j) for p in points)
+    seconds = sum(max(0.0, p.time_s) for p in points)
+    kept = next((p for p in points if p.limit_w == report.limit_w), None)
+    if kept is None:
+        return ProfilingCost(energy, seconds)
+    per_step_e, per_step_t = kept.energy_j / kept.steps, kept.time_s / kept.steps
+    extra_e = sum(p.energy_j - p.steps * per_step_e for p in points)
+    extra_t = sum(p.time_s - p.steps * per_step_t for p in points)
+    return ProfilingCost(energy, seconds, max(0.0, extra_e), max(0.0, extra_t))
 
 
 def measured(report: Report) -> bool:

@@ -3,10 +3,13 @@ caches, and reading rendered objects."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -71,3 +74,17 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict
     ]
     assert len(found) == 1, f"{len(found)} {kind} {name or ''} in {[d['kind'] for d in docs]}"
     return found[0]
+
+
+def operator_support() -> ModuleType:
+    """tests/operator/operator_support.py (its TrainingJob on the simulated V100, `kwatt
+    operator` as a subprocess), loaded by path so that this folder's tests run alone too."""
+    name = "operator_support"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "operator" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -6,7 +6,8 @@
   changed, Helm 3 and Helm 4 rendering the same objects;
 - what the objects say: one replica, Recreate, probes on kopf's /healthz, the restricted Pod
   security settings, the aggregated roles, the metrics Service and ServiceMonitor toggles,
-  and the operator's flags, which `kwatt operator`'s own parser must accept;
+  the operator's flags, which `kwatt operator`'s own parser must accept, and the Grafana
+  dashboard's ConfigMap (dashboards/kwatt.json as it is, labelled for Grafana's sidecar);
 - bad values fail with a message that names them (values.schema.json, and the template's
   checks for what a schema cannot say), and a Kubernetes older than kubeVersion is refused;
 - every rendered object, the CRD and the test hook included, decodes strictly into the API
@@ -71,6 +72,13 @@ CUSTOM: dict[str, Any] = {
             "labels": {"release": "prom"},
         },
     },
+    "dashboard": {
+        "enabled": True,
+        "label": "example.com/dashboard",
+        "labelValue": "kwatt",
+        "namespace": "monitoring",
+        "annotations": {"grafana_folder": "kwatt"},
+    },
     "health": {"port": 9090},
     "livenessProbe": {
         "initialDelaySeconds": 3,
@@ -116,6 +124,7 @@ CUSTOM: dict[str, Any] = {
 }
 NO_METRICS: dict[str, Any] = {
     "metrics": {"enabled": False},
+    "dashboard": {"enabled": False},
     "rbac": {"create": False},
     "serviceAccount": {"create": False, "name": "existing"},
 }
@@ -360,6 +369,31 @@ def test_custom_values(helm: Helm, values_files: dict[str, Path]) -> None:
     assert service["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
 
 
+def test_the_dashboard_configmap(helm: Helm, values_files: dict[str, Path]) -> None:
+    """On by default, labelled for Grafana's dashboard sidecar, holding dashboards/kwatt.json
+    as it is; its label, namespace and annotations follow the values; off leaves it out."""
+    dashboard = json.loads((CHART / "dashboards" / "kwatt.json").read_text())
+    docs = render(helm)
+    configmap = find(docs, "ConfigMap", "kwatt-dashboard")
+    assert configmap["metadata"]["namespace"] == "kwatt-system"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kwatt"
+    assert "annotations" not in configmap["metadata"]
+    assert list(configmap["data"]) == ["kwatt.json"]
+    assert json.loads(configmap["data"]["kwatt.json"]) == dashboard
+    assert (
+        configmap["data"]["kwatt.json"] == (CHART / "dashboards" / "kwatt.json").read_text().strip()
+    )
+    custom = find(render(helm, "-f", str(values_files["custom"])), "ConfigMap", "energy-dashboard")
+    assert custom["metadata"]["namespace"] == "monitoring"
+    assert custom["metadata"]["labels"]["example.com/dashboard"] == "kwatt"
+    assert "grafana_dashboard" not in custom["metadata"]["labels"]
+    assert custom["metadata"]["annotations"] == {"grafana_folder": "kwatt"}
+    assert json.loads(custom["data"]["kwatt.json"]) == dashboard
+    off = render(helm, "--set", "dashboard.enabled=false")
+    assert not any(d["kind"] == "ConfigMap" for d in off)
+
+
 def test_metrics_off(helm: Helm, values_files: dict[str, Path]) -> None:
     docs = render(helm, "-f", str(values_files["no-metrics"]))
     kinds = sorted(d["kind"] for d in docs)
@@ -435,6 +469,9 @@ def test_the_package_carries_the_linked_files(helm: Helm, tmp_path: Path) -> Non
         (["--set", "watchNamespaces[0]=Not_A_Namespace"], r"watchNamespaces/0"),
         (["--set", "metrics.serviceMonitor.interval=often"], r"serviceMonitor/interval"),
         (["--set-json", 'tolerations={"key":"x"}'], r"tolerations"),
+        (["--set-json", "dashboard.labelValue=1"], r"dashboard/labelValue"),
+        (["--set", "dashboard.label=bad label"], r"dashboard/label"),
+        (["--set", "dashboard.namespace=Not_A_Namespace"], r"dashboard/namespace"),
     ],
 )
 def test_bad_values_fail_with_their_name(helm: Helm, args: list[str], message: str) -> None:

@@ -11,36 +11,19 @@ kube-apiserver v1.37.2 unless KWATT_TEST_KUBECONFIG names another).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART, REPO, Helm, objects
+from chart_support import CHART, REPO, Helm, objects, operator_support
 
 from kwatt_sandbox.controlplane.cluster import free_port
 from kwatt_sandbox.testing import Cluster, eventually
 
 CRD = "trainingjobs.kwatt.dev"
-
-
-def operator_support() -> ModuleType:
-    """tests/operator/operator_support.py (its TrainingJob on the simulated V100), loaded by
-    path so that this folder's tests run alone too."""
-    name = "operator_support"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "operator" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def install_crd(cluster: Cluster) -> None:

@@ -109,6 +109,60 @@ def test_gauges_follow_the_last_run(metrics: OperatorMetrics) -> None:
     assert value(s, "kwatt_trainingjob_batch_size", **TJ) == 8
 
 
+def test_current_choice_and_savings_follow_the_status(metrics: OperatorMetrics) -> None:
+    # A profiling run has no limit; once recorded, the status shows the one it kept.
+    metrics.current("ml", "cifar", 1024, None)
+    _, s = scrape(metrics)
+    assert value(s, "kwatt_trainingjob_batch_size", **TJ) == 1024
+    assert value(s, "kwatt_trainingjob_power_limit_watts", **TJ) is None
+    # Created at 0 at first sight, so increase() counts the first finished run.
+    assert value(s, "kwatt_trainingjob_profiling_energy_joules_total", **TJ) == 0
+    metrics.current("ml", "cifar", 1024, 175)
+    metrics.savings("ml", "cifar", 0.2, -0.25, "estimated")
+    _, s = scrape(metrics)
+    assert value(s, "kwatt_trainingjob_power_limit_watts", **TJ) == 175
+    assert value(s, "kwatt_trainingjob_energy_saving_ratio", **TJ, basis="estimated") == 0.2
+    assert value(s, "kwatt_trainingjob_time_saving_ratio", **TJ, basis="estimated") == -0.25
+    # The basis changes: one series per TrainingJob, never two.
+    metrics.savings("ml", "cifar", 0.1, 0.05, "measured")
+    text, s = scrape(metrics)
+    assert value(s, "kwatt_trainingjob_energy_saving_ratio", **TJ, basis="measured") == 0.1
+    assert 'basis="estimated"' not in text
+    # No saving known: no series (not NaN).
+    metrics.savings("ml", "cifar", None, None)
+    text, _ = scrape(metrics)
+    assert "saving_ratio{" not in text
+    with pytest.raises(ValueError):
+        metrics.savings("ml", "cifar", 0.1, 0.1, "guessed")
+    with pytest.raises(ValueError):
+        metrics.savings("ml", "cifar", math.nan, 0.1, "measured")
+
+
+def test_profiling_counters_add_up(metrics: OperatorMetrics) -> None:
+    for _ in range(2):
+        metrics.run_finished(
+            "ml",
+            "cifar",
+            "reached",
+            1000.0,
+            100.0,
+            profiling_energy_j=50.0,
+            profiling_seconds=5.0,
+            profiling_extra_energy_j=4.0,
+            profiling_extra_seconds=0.5,
+        )
+    metrics.run_finished("ml", "cifar", "reached", 1000.0, 100.0)  # a run that did not profile
+    _, s = scrape(metrics)
+    assert value(s, "kwatt_trainingjob_profiling_energy_joules_total", **TJ) == 100.0
+    assert value(s, "kwatt_trainingjob_profiling_seconds_total", **TJ) == 10.0
+    assert value(s, "kwatt_trainingjob_profiling_extra_energy_joules_total", **TJ) == 8.0
+    assert value(s, "kwatt_trainingjob_profiling_extra_seconds_total", **TJ) == 1.0
+    with pytest.raises(ValueError):
+        metrics.run_finished("ml", "cifar", "reached", 1.0, 1.0, profiling_energy_j=-1.0)
+    _, again = scrape(metrics)
+    assert value(again, "kwatt_trainingjob_energy_joules_total", **TJ) == 3000.0  # nothing half
+
+
 def test_reconcile_errors_count_by_reason(metrics: OperatorMetrics) -> None:
     metrics.reconcile_error("ml", "cifar", "InvalidSpec")
     metrics.reconcile_error("ml", "cifar", "InvalidSpec")
@@ -130,7 +184,8 @@ def test_reasons_can_be_bounded_at_construction() -> None:
 def test_forget_removes_the_trainingjobs_series(metrics: OperatorMetrics) -> None:
     for name in ("cifar", "keep"):
         metrics.run_started("ml", name, 32, 250)
-        metrics.run_finished("ml", name, "reached", 10.0, 2.0)
+        metrics.run_finished("ml", name, "reached", 10.0, 2.0, profiling_energy_j=1.0)
+        metrics.savings("ml", name, 0.2, 0.1, "measured")
         metrics.reconcile_error("ml", name, "InvalidSpec")
     metrics.forget("ml", "cifar")
     metrics.forget("ml", "cifar")  # harmless twice
@@ -157,6 +212,10 @@ def test_help_texts_say_the_unit(metrics: OperatorMetrics) -> None:
     assert "samples" in helps["kwatt_trainingjob_batch_size"]
     assert "count" in helps["kwatt_trainingjob_runs_total"]
     assert "count" in helps["kwatt_reconcile_errors_total"]
+    assert "joules" in helps["kwatt_trainingjob_profiling_energy_joules_total"]
+    assert "joules" in helps["kwatt_trainingjob_profiling_extra_energy_joules_total"]
+    assert "seconds" in helps["kwatt_trainingjob_profiling_seconds_total"]
+    assert "seconds" in helps["kwatt_trainingjob_profiling_extra_seconds_total"]
 
 
 @pytest.mark.parametrize(
@@ -272,3 +331,34 @@ def test_server_binds_loopback_only_and_stops() -> None:
 def test_bad_port_is_refused() -> None:
     with pytest.raises(ValueError):
         OperatorMetrics().serve("127.0.0.1", 70000)
+
+
+def test_each_pass_mirrors_the_status_into_the_gauges(metrics: OperatorMetrics) -> None:
+    """What the kopf shell does after every pass (handlers._status_metrics): the current
+    choice and the saving from the status, so they are back after an operator restart."""
+    from kwatt_operator.handlers import _status_metrics
+
+    status = {
+        "currentBatchSize": 512,
+        "currentPowerLimitWatts": 175,
+        "savings": {"energyPercent": 33.5, "timePercent": -7.5, "basis": "estimated"},
+    }
+    _status_metrics(metrics, "ml", "cifar", status)
+    _, s = scrape(metrics)
+    assert value(s, "kwatt_trainingjob_batch_size", **TJ) == 512
+    assert value(s, "kwatt_trainingjob_power_limit_watts", **TJ) == 175
+    assert value(s, "kwatt_trainingjob_energy_saving_ratio", **TJ, basis="estimated") == 0.335
+    assert value(s, "kwatt_trainingjob_time_saving_ratio", **TJ, basis="estimated") == -0.075
+    # A run in flight that profiles: no limit; the saving stays until the status drops it.
+    _status_metrics(metrics, "ml", "cifar", {**status, "currentPowerLimitWatts": None})
+    _, s = scrape(metrics)
+    assert value(s, "kwatt_trainingjob_power_limit_watts", **TJ) is None
+    _status_metrics(metrics, "ml", "cifar", {"currentBatchSize": 512})
+    text, _ = scrape(metrics)
+    assert "saving_ratio{" not in text
+    # A status edited by hand never breaks the pass.
+    _status_metrics(metrics, "ml", "cifar", {"currentBatchSize": True, "savings": "lots"})
+    _status_metrics(
+        metrics, "ml", "cifar", {"savings": {"energyPercent": True, "basis": "measured"}}
+    )
+    _status_metrics(metrics, "ml", "cifar", {})

@@ -29,7 +29,14 @@ from kwatt_core.policies.base import Choice, SearchSpace, State
 from kwatt_core.report import ProfilePoint, Report, decode, encode
 from kwatt_operator import crd
 from kwatt_operator.jobs import SidecarSettings, build_job, choice_of_job
-from kwatt_operator.reconcile import ANNOTATION_RUN_REQUEST, Plan, reconcile, seed_of
+from kwatt_operator.reconcile import (
+    ANNOTATION_RUN_REQUEST,
+    Plan,
+    ProfilingCost,
+    profiling_cost,
+    reconcile,
+    seed_of,
+)
 from kwatt_operator.spec import DEFAULT_HISTORY_LIMIT
 
 Obj = dict[str, Any]
@@ -876,6 +883,38 @@ def test_savings_are_estimated_from_a_default_size_runs_own_profile() -> None:
     savings = world.status["savings"]
     assert savings["energyPercent"] == pytest.approx(100.0 * (1 - 3500.0 / 5000.0))  # 30 %
     assert savings["timePercent"] == pytest.approx(100.0 * (1 - 950.0 / 800.0))
+
+
+def test_a_finished_run_carries_its_profiling_cost_for_the_metrics() -> None:
+    """The windows' energy and time, and what they cost beyond the same steps at the kept
+    limit (175 W: 0.4 J and 0.125 s a step): 250 W used 4 J more and 1 s less, 150 W 2 J
+    and 2 s more, so 6 J and 1 s of overhead."""
+    profile = (
+        ProfilePoint(250, 20.0, 4.0, 40),
+        ProfilePoint(175, 16.0, 5.0, 40),
+        ProfilePoint(150, 18.0, 7.0, 40),
+    )
+    world = World(policy=ScriptedPolicy([DEFAULT, 8]))
+    world.step()
+    world.finish("cifar-run-1", dataclasses.replace(report(DEFAULT, limit=175), profile=profile))
+    plan = world.step()
+    (run,) = plan.finished
+    assert run.profiling.energy_j == pytest.approx(54.0)
+    assert run.profiling.seconds == pytest.approx(16.0)
+    assert run.profiling.extra_energy_j == pytest.approx(6.0)
+    assert run.profiling.extra_seconds == pytest.approx(1.0)
+
+
+def test_profiling_cost_without_a_usable_profile() -> None:
+    assert profiling_cost(None) == ProfilingCost()
+    assert profiling_cost(report(DEFAULT)) == ProfilingCost()  # a cached limit: no profile
+    # The kept limit is not among the points (a thinned report): the windows, no overhead.
+    points = (ProfilePoint(250, 20.0, 4.0, 40), ProfilePoint(150, 18.0, 7.0, 40))
+    thinned = dataclasses.replace(report(DEFAULT, limit=175), profile=points)
+    assert profiling_cost(thinned) == ProfilingCost(38.0, 11.0)
+    # Keeping the cheapest window's limit never gives a negative overhead.
+    kept_high = dataclasses.replace(report(DEFAULT, limit=250), profile=points[:1])
+    assert profiling_cost(kept_high) == ProfilingCost(20.0, 4.0, 0.0, 0.0)
 
 
 # --- 14. a crash anywhere -------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The chart's Go tools (helm 3, helm 4, kubecheck): built once per machine into the cache.
+"""The chart's Go tools (helm 3, helm 4, kubecheck, prometheus): built once per machine into
+the cache.
 
 As for the control plane (test_controlplane_build.py, whose fake `go` these tests use), no
 real build runs here: the tools modules are copied to tmp_path so that they can be edited.
@@ -23,7 +24,7 @@ REAL_MODULES = Path(build.__file__).resolve().parents[2] / "controlplane"
 @pytest.fixture
 def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     copy = tmp_path / "modules"
-    for name in ("helm3", "helm4", "kubecheck"):
+    for name in ("helm3", "helm4", "kubecheck", "prometheus"):
         shutil.copytree(REAL_MODULES / name, copy / name)
     monkeypatch.setattr(build, "modules_dir", lambda: copy)
     return copy
@@ -57,6 +58,7 @@ def test_the_real_modules_name_their_tools() -> None:
     for name, tool_line in (
         ("helm3", "tool helm.sh/helm/v3/cmd/helm"),
         ("helm4", "tool helm.sh/helm/v4/cmd/helm"),
+        ("prometheus", "tool github.com/prometheus/prometheus/cmd/prometheus"),
     ):
         go_mod = (REAL_MODULES / name / "go.mod").read_text()
         assert tool_line in go_mod.splitlines()
@@ -64,6 +66,8 @@ def test_the_real_modules_name_their_tools() -> None:
         assert sorted(p.name for p in (REAL_MODULES / name).iterdir()) == ["go.mod", "go.sum"]
     assert "helm.sh/helm/v3 v3.22.0" in (REAL_MODULES / "helm3" / "go.mod").read_text()
     assert "helm.sh/helm/v4 v4.3.1" in (REAL_MODULES / "helm4" / "go.mod").read_text()
+    prometheus = (REAL_MODULES / "prometheus" / "go.mod").read_text()
+    assert "github.com/prometheus/prometheus v0.316.0" in prometheus
     kubecheck = (REAL_MODULES / "kubecheck" / "go.mod").read_text()
     assert "k8s.io/api v0.29.15" in kubecheck
     assert "k8s.io/client-go v0.29.15" in kubecheck
@@ -85,7 +89,14 @@ def test_each_tool_is_built_once_with_its_version_stamps(
     assert "helm3-v3.22.0-" in paths["helm3"].parent.parent.name
     assert "helm4-v4.3.1-" in paths["helm4"].parent.parent.name
     assert "kubecheck-v0.29.15-" in paths["kubecheck"].parent.parent.name
-    assert sorted(builds(fake_go)) == ["build helm3", "build helm4", "build kubecheck"]
+    assert "prometheus-v0.316.0-" in paths["prometheus"].parent.parent.name
+    assert paths["prometheus"].name == "prometheus"
+    assert sorted(builds(fake_go)) == [
+        "build helm3",
+        "build helm4",
+        "build kubecheck",
+        "build prometheus",
+    ]
     calls = {call[0].rsplit("/", 1)[-1]: call for call in build_calls(fake_go)}
     helm3 = calls["helm3"][-1]
     assert "-X helm.sh/helm/v3/internal/version.version=v3.22.0" in helm3
@@ -94,13 +105,18 @@ def test_each_tool_is_built_once_with_its_version_stamps(
     assert "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37" in helm3
     assert "-X helm.sh/helm/v4/internal/version.version=v4.3.1" in calls["helm4"][-1]
     assert calls["kubecheck"][-1].endswith(" .")
+    # Prometheus without its service-discovery plugins, stamped with its release (3.16.0).
+    prometheus = calls["prometheus"][-1]
+    assert " -tags remove_all_sd " in prometheus
+    assert "-X github.com/prometheus/common/version.Version=3.16.0" in prometheus
+    assert "-tags" not in calls["helm3"][-1]
     for call in calls.values():
         assert call[1:4] == ["GOTOOLCHAIN=local", "GOWORK=off", "GOFLAGS=-mod=readonly"]
     assert "Built helm4 v4.3.1 in" in out.getvalue()
     # Again: nothing is built.
     again = {name: tools.ensure_tool(name, io.StringIO()) for name in tools.TOOLS}
     assert again == paths
-    assert len(builds(fake_go)) == 3
+    assert len(builds(fake_go)) == 4
     assert not list((cache / "tools").glob(".*"))  # no temporary folder left
 
 
@@ -143,4 +159,15 @@ def test_the_command_builds_and_prints_paths(
     printed = capsys.readouterr().out.splitlines()
     assert [Path(p).name for p in printed] == ["helm", "kubecheck"]
     assert tools.main(["helm5"]) == 2
-    assert "No tool 'helm5'; the tools are helm3, helm4, kubecheck." in capsys.readouterr().err
+    assert (
+        "No tool 'helm5'; the tools are helm3, helm4, kubecheck, prometheus."
+        in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "release"),
+    [("v0.316.0", "3.16.0"), ("v0.300.1", "3.0.1"), ("v0.54.1", "2.54.1"), ("v3.1.0", "3.1.0")],
+)
+def test_prometheus_release_from_its_module_version(module: str, release: str) -> None:
+    assert tools._release(module) == release

@@ -1,17 +1,21 @@
 """Build the Helm chart's Go tools once per machine, into the same cache as the control plane.
 
-The chart's tests (tests/chart) need `helm` (3 and 4) and `kubecheck` (kwatt's own strict,
+The chart's tests (tests/chart) need `helm` (3 and 4), `kubecheck` (kwatt's own strict,
 offline check of Kubernetes objects against the API types of the oldest Kubernetes the chart
-supports). As with the control plane (build.py), there is one way to get them: compile them
-with the machine's Go from small tools modules committed under `sandbox/controlplane/`
-(`helm3`, `helm4`: a go.mod and go.sum each, with a `tool` line; `kubecheck`: its main.go
-too), so nothing but Go modules is ever downloaded. Each lands in
+supports) and `prometheus` (the server the Grafana dashboard's queries are run against). As
+with the control plane (build.py), there is one way to get them: compile them with the
+machine's Go from small tools modules committed under `sandbox/controlplane/` (`helm3`,
+`helm4`, `prometheus`: a go.mod and go.sum each, with a `tool` line; `kubecheck`: its main.go
+too), so nothing but Go modules is ever downloaded. Prometheus is built with the build tag
+`remove_all_sd` (its own switch that leaves out every service-discovery plugin but the file
+and HTTP ones: the test scrapes static targets), which roughly halves its build. Each lands in
 `${KWATT_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/kwatt}/tools/<key>/bin/`, the key naming the
 tool, its version, the Go version and platform and a hash of its module's files and build
 recipe; a build goes to a temporary folder renamed into place when done, under a lock.
 
 `python -m kwatt_sandbox.controlplane.tools [--force] [--print-path NAME] [NAME...]` builds
-them (all three by default); `make helm` runs it.
+them (all four by default); `make helm` runs it for the Helm tools, `make prometheus` for
+Prometheus.
 """
 
 from __future__ import annotations
@@ -39,11 +43,12 @@ RECORD = build.RECORD  # beside bin/: how long the build took
 class Tool:
     """One Go program built from a tools module in sandbox/controlplane/<module>."""
 
-    name: str  # what callers ask for: helm3, helm4, kubecheck
+    name: str  # what callers ask for: helm3, helm4, kubecheck, prometheus
     module: str  # the folder under sandbox/controlplane
     binary: str  # the executable's name in bin/
     target: str  # the package to build
     version_of: str  # the module whose required version names the tool's version
+    tags: tuple[str, ...] = ()  # Go build tags
 
     def ldflags(self, go_mod: str) -> str:
         """`-s -w` plus the version stamps the tool's own release build sets."""
@@ -64,7 +69,30 @@ class Tool:
         elif self.name == "helm4":
             # Helm 4 reads its default Kubernetes version from its build information.
             flags.append(f"-X helm.sh/helm/v4/internal/version.version={version}")
+        elif self.name == "prometheus":
+            # What `prometheus --version` and /api/v1/status/buildinfo report, as its release
+            # build (.promu.yml) stamps it: the module's v0.316.0 is Prometheus 3.16.0.
+            flags.append(f"-X github.com/prometheus/common/version.Version={_release(version)}")
         return " ".join(flags)
+
+    def tag_flags(self) -> tuple[str, ...]:
+        """`-tags a,b` when the tool has build tags (`go list` needs them too), else nothing."""
+        return ("-tags", ",".join(self.tags)) if self.tags else ()
+
+    def build_flags(self) -> tuple[str, ...]:
+        """`go build`'s flags besides -ldflags and -o."""
+        return (*_BUILD_FLAGS, *self.tag_flags())
+
+
+def _release(module_version: str) -> str:
+    """Prometheus's release for its Go module's version: v0.316.0 -> 3.16.0, v0.54.1 -> 2.54.1."""
+    match = re.fullmatch(r"v0\.(\d+)\.(\d+)", module_version)
+    if match is None:
+        return module_version.removeprefix("v")
+    minor, patch = int(match.group(1)), int(match.group(2))
+    if minor >= 300:
+        return f"{minor // 100}.{minor % 100}.{patch}"
+    return f"2.{minor}.{patch}"
 
 
 TOOLS = {
@@ -73,6 +101,14 @@ TOOLS = {
         Tool("helm3", "helm3", "helm", "helm.sh/helm/v3/cmd/helm", "helm.sh/helm/v3"),
         Tool("helm4", "helm4", "helm", "helm.sh/helm/v4/cmd/helm", "helm.sh/helm/v4"),
         Tool("kubecheck", "kubecheck", "kubecheck", ".", "k8s.io/api"),
+        Tool(
+            "prometheus",
+            "prometheus",
+            "prometheus",
+            "github.com/prometheus/prometheus/cmd/prometheus",
+            "github.com/prometheus/prometheus",
+            tags=("remove_all_sd",),
+        ),
     )
 }
 _BUILD_FLAGS = ("-trimpath", "-v")
@@ -119,7 +155,7 @@ def _spec(tool: Tool) -> _Spec:
     for name, data in contents.items():
         digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
-    recipe = "\0".join((*_BUILD_FLAGS, tool.ldflags(go_mod), tool.target, tool.binary))
+    recipe = "\0".join((*tool.build_flags(), tool.ldflags(go_mod), tool.target, tool.binary))
     digest.update(recipe.encode())
     return _Spec(
         tool=tool,
@@ -203,7 +239,7 @@ def _build(spec: _Spec, toolchain: build._Toolchain, work: Path, final: Path, ou
     try:
         progress.stage = "downloading Go modules and listing packages"
         status, listed, tail = build._run_go(
-            [toolchain.go, "list", "-deps", tool.target],
+            [toolchain.go, "list", "-deps", *tool.tag_flags(), tool.target],
             cwd,
             on_line=lambda _line: None,
             tick=progress.tick,
@@ -217,7 +253,7 @@ def _build(spec: _Spec, toolchain: build._Toolchain, work: Path, final: Path, ou
         command = [
             toolchain.go,
             "build",
-            *_BUILD_FLAGS,
+            *tool.build_flags(),
             "-ldflags",
             tool.ldflags(spec.go_mod),
             "-o",
@@ -247,8 +283,8 @@ def _build(spec: _Spec, toolchain: build._Toolchain, work: Path, final: Path, ou
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kwatt_sandbox.controlplane.tools",
-        description="Build the Helm chart's Go tools (helm 3, helm 4, kubecheck) once per "
-        "machine into a per-user cache; do nothing for those already there.",
+        description="Build the Helm chart's Go tools (helm 3, helm 4, kubecheck, prometheus) once "
+        "per machine into a per-user cache; do nothing for those already there.",
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(TOOLS)}")
     parser.add_argument("--force", action="store_true", help="rebuild even when cached")
