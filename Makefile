@@ -43,11 +43,13 @@ unit: venv controlplane helm prometheus
 
 test: lint typecheck unit
 
-# Speed and quality targets live here, not in timed tests.
+# Speed and quality targets live here, not in timed tests. --peer zeus runs real Zeus
+# (PyPI zeus==0.16.0's own simulator) beside the policies; its Python environment is built
+# once per machine into ~/.cache/kwatt/peers (about a minute, the one download).
 bench: venv
-	$(BIN)/kwatt bench --gpu v100 --seeds 5
-	$(BIN)/kwatt bench --gpu p100 --seeds 5
-	$(BIN)/kwatt bench --gpu v100 --seeds 5 --charge upstream --policy zeus
+	$(BIN)/kwatt bench --gpu v100 --seeds 20 --peer zeus
+	$(BIN)/kwatt bench --gpu p100 --seeds 20 --peer zeus
+	$(BIN)/kwatt bench --gpu v100 --seeds 20 --charge upstream --policy zeus --peer zeus
 	$(BIN)/python benchmarks/operator_scale.py
 
 bench-sandbox: venv

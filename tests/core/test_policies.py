@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from kwatt_core.policies import (
     ZeusPolicy,
     make_policy,
 )
+from kwatt_core.policies.zeus import RewardStats
 
 SPACE = SearchSpace(batch_sizes=(8, 16, 32, 64), default_batch_size=32, max_limit_w=250)
 
@@ -114,8 +116,80 @@ def test_zeus_counts_a_run_that_could_not_start_as_a_costly_failure() -> None:
     state = policy.observe(state, ok(32, 100.0))
     _, state = policy.choose(state)
     state = policy.observe(state, Outcome(16, 0.0, False, started=False))
-    assert state["rewards"]["16"] == [-100.0 * 2.0 * 100.0]
+    assert state["rewards"]["16"] == {"count": 1, "mean": -100.0 * 2.0 * 100.0, "m2": 0.0}
     assert state["pending_cost"] == 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(rewards=st.lists(st.floats(-1e9, 0.0), min_size=1, max_size=300))
+def test_zeus_statistics_are_those_of_the_whole_history(rewards: list[float]) -> None:
+    """Upstream fits each arm on every reward it ever saw (window_size=0): count, mean and
+    population variance over the whole history are all the posterior needs."""
+    stats = RewardStats()
+    for reward in rewards:
+        stats = RewardStats.from_dict(json.loads(json.dumps(stats.add(reward).to_dict())))
+    assert stats.count == len(rewards)
+    assert stats.mean == pytest.approx(np.mean(rewards), rel=1e-9, abs=1e-6)
+    assert stats.variance == pytest.approx(np.var(rewards), rel=1e-6, abs=1e-3)
+    assert stats.posterior_sd() == pytest.approx(
+        np.sqrt(np.var(rewards) / len(rewards)), rel=1e-6, abs=1e-3
+    )
+
+
+def test_zeus_equal_rewards_have_exactly_zero_spread() -> None:
+    stats = RewardStats()
+    for _ in range(7):
+        stats = stats.add(-123.456)
+    assert (stats.count, stats.m2, stats.posterior_sd()) == (7, 0.0, 0.0)
+
+
+def exploiting_zeus(costs: dict[int, tuple[float, float]], seed: int = 0):  # type: ignore[no-untyped-def]
+    """A zeus state past pruning over two arms (8 and 16), each of which costs
+    alternately mean - spread and mean + spread."""
+    policy = ZeusPolicy()
+    state = policy.init(SearchSpace((8, 16), 16, 250), seed)
+    pulls = {8: 0, 16: 0}
+    while state["stage"] != "exploit":
+        choice, state = policy.choose(state)
+        mean, spread = costs[choice.batch_size]
+        sign = -1 if pulls[choice.batch_size] % 2 == 0 else 1
+        pulls[choice.batch_size] += 1
+        state = policy.observe(state, ok(choice.batch_size, mean + sign * spread))
+    return policy, state, pulls
+
+
+def test_zeus_every_observation_counts_so_its_sampling_narrows() -> None:
+    """With every observation kept, an arm's posterior spread is sd / sqrt(all pulls):
+    after 200 pulls of each, arms 4% apart with a 10% spread are told apart almost always
+    (a window of 10 kept them at sd / sqrt(10) and the worse arm about 1 pull in 6)."""
+    costs = {8: (104.0, 10.0), 16: (100.0, 10.0)}
+    policy, state, pulls = exploiting_zeus(costs)
+    for bs in (8, 16):
+        for _ in range(200):
+            mean, spread = costs[bs]
+            sign = -1 if pulls[bs] % 2 == 0 else 1
+            pulls[bs] += 1
+            state = policy.observe(state, ok(bs, mean + sign * spread))
+    stats = {bs: RewardStats.from_dict(state["rewards"][str(bs)]) for bs in (8, 16)}
+    assert stats[8].count == pulls[8] and stats[16].count == pulls[16]
+    assert stats[16].posterior_sd() == pytest.approx(10.0 / np.sqrt(pulls[16]), rel=0.05)
+    picks = []
+    for _ in range(300):
+        choice, state = policy.choose(state)
+        picks.append(choice.batch_size)
+    assert picks.count(8) <= 3
+
+
+def test_zeus_state_does_not_grow_with_its_history() -> None:
+    costs = {8: (104.0, 10.0), 16: (100.0, 10.0)}
+    policy, state, _ = exploiting_zeus(costs)
+    sizes = []
+    for i in range(3000):
+        choice, state = policy.choose(state)
+        state = policy.observe(state, ok(choice.batch_size, 100.0 + (i % 7)))
+        if i in (100, 2999):
+            sizes.append(len(json.dumps(state)))
+    assert sizes[1] <= sizes[0] + 40  # a few more digits in the counters, nothing more
 
 
 def test_concurrent_request_gets_the_cheapest_known_size() -> None:
@@ -220,5 +294,5 @@ def test_state_survives_json_and_stays_bounded(name: str, seed: int, sizes: list
             text = json.dumps(state)
             assert json.loads(text) == state
             largest = max(largest, len(text))
-    # Per arm at most a window of observations: far below etcd's 1.5 MiB object cap.
+    # Per arm at most a window of observations or a few statistics: far below etcd's 1.5 MiB cap.
     assert largest < 2_000 + 1_500 * len(ordered)

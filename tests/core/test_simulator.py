@@ -76,3 +76,16 @@ def test_same_seed_same_numbers(policy: type) -> None:
     other = simulate_job(trace, policy(), 4, 30, SimConfig())
     assert first == again
     assert [r.cost for r in first] != [r.cost for r in other] or first == other
+
+
+def test_upstream_charge_keeps_the_profile_of_a_run_that_could_not_start(
+    tiny_trace: Path,
+) -> None:
+    """Upstream profiles a new batch size before it finds that not one epoch fits under
+    the threshold, and keeps that limit: the next run of the size does not profile again."""
+    trace = tiny(tiny_trace)
+    result = run_once(
+        trace, MODEL, Choice(128, None, 100.0, "explore"), 30.0, SimConfig(charge="upstream")
+    )
+    assert not result.started and result.cost == 0.0
+    assert result.profiled_limit_w == 200  # 200 per epoch at 200 W, 202.5 at 250 W

@@ -3,7 +3,8 @@
 A policy is three pure functions over a JSON-able state (a plain dict that the
 operator stores in the TrainingJob's status): `init`, `choose` and `observe`.
 State stays bounded however many recurrences pass, since etcd caps an object
-near 1.5 MiB: per-arm observation windows, no unbounded history.
+near 1.5 MiB: per-arm observation windows or sufficient statistics (count, mean,
+spread), never the history itself.
 """
 
 from __future__ import annotations

@@ -2,30 +2,37 @@
 
 Two rounds of pruning, then Gaussian Thompson sampling over the survivors, with
 early stopping at `beta` times the lowest recurrence cost seen. Faithful to
-upstream on purpose, quirks included: a flat prior with a plug-in variance
-(zero variance means no exploration at all), arms with fewer than two
-observations pulled first in random order, and a run that could not start
-counted as a failure costing 100 times the threshold. The one deviation: each
-arm keeps only its last `window` observations, so the state stays bounded.
+upstream (`zeus==0.16.0`, `PruningGTSBatchSizeOptimizer` with its defaults) on
+purpose, quirks included:
+- every observation of an arm counts, pruning runs and failures included
+  (upstream's default `window_size=0` keeps its whole history);
+- a flat prior (mean 0, precision 0) and a plug-in reward precision of
+  1 / var(rewards), the population variance: the posterior of an arm's mean
+  reward is N(mean, var / n), and zero variance means no exploration at all;
+- arms with fewer than two observations are pulled first, in random order;
+- a run that the threshold kept from starting counts as a failure costing
+  100 times the threshold.
+Upstream keeps the whole history; this posterior needs only each arm's count,
+mean and sum of squared deviations (updated with Welford's recurrence, which
+stays exact where the rewards are all equal), so the state stays bounded while
+the history does not.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from kwatt_core.policies.base import (
     Choice,
     Outcome,
-    PolicyError,
     SearchSpace,
     State,
     base_state,
     cached_limit,
     check_batch_size,
-    push_window,
     remember_limit,
     rng,
     space_of,
@@ -35,6 +42,42 @@ from kwatt_core.profiler import UPSTREAM_PROFILING
 
 PRUNING_ROUNDS = 2
 EXPLORATION_PULLS = 2
+
+
+@dataclass(frozen=True)
+class RewardStats:
+    """What the posterior of one arm needs from all its rewards (minus costs).
+
+    `m2` is the sum of squared deviations from the mean: the population variance
+    is m2 / count, as upstream's `np.var` over the whole history.
+    """
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, reward: float) -> RewardStats:
+        count = self.count + 1
+        delta = float(reward) - self.mean
+        mean = self.mean + delta / count
+        return RewardStats(count, mean, self.m2 + delta * (float(reward) - mean))
+
+    @property
+    def variance(self) -> float:
+        return max(self.m2, 0.0) / self.count if self.count else 0.0
+
+    def posterior_sd(self) -> float:
+        """Spread of the arm's mean reward: flat prior, known precision 1 / variance."""
+        return math.sqrt(self.variance / self.count) if self.count else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RewardStats:
+        if data is None:
+            return cls()
+        return cls(int(data["count"]), float(data["mean"]), float(data["m2"]))
 
 
 def _round(candidates: list[int], default: int, number: int) -> dict[str, Any]:
@@ -63,17 +106,12 @@ class ZeusPolicy:
     name = "zeus"
     profiling = UPSTREAM_PROFILING
 
-    def __init__(self, window: int = 10) -> None:
-        if window < 2:
-            raise PolicyError(f"The observation window must hold at least 2, got {window}.")
-        self.window = window
-
     def init(self, space: SearchSpace, seed: int) -> State:
         state = base_state(self.name, space, seed)
         state["stage"] = "explore"
         state["pruning"] = _round(list(space.batch_sizes), space.default_batch_size, 0)
         state["arms"] = []
-        state["rewards"] = {}
+        state["rewards"] = {}  # batch size -> RewardStats.to_dict()
         state["best_seen"] = None
         return _settle(state)
 
@@ -103,8 +141,8 @@ class ZeusPolicy:
             state = track_min_cost(state, outcome)
         state = remember_limit(state, outcome)
         key = str(outcome.batch_size)
-        rewards = dict(state["rewards"])
-        rewards[key] = push_window(rewards.get(key, []), -cost, self.window)
+        stats = RewardStats.from_dict(state["rewards"].get(key)).add(-cost)
+        rewards = {**state["rewards"], key: stats.to_dict()}
         state = {**state, "rewards": rewards, "best_seen": _best_seen(state, outcome, reached)}
         if state["stage"] != "explore":
             return state
@@ -157,13 +195,13 @@ def _thompson(state: State) -> tuple[int, State]:
     """Pull arms with too few observations first, then sample each arm's posterior mean."""
     gen, state = rng(state)
     arms = [int(a) for a in state["arms"]]
+    stats = {arm: RewardStats.from_dict(state["rewards"].get(str(arm))) for arm in arms}
     for arm in gen.permutation(arms):
-        if len(state["rewards"].get(str(arm), [])) < EXPLORATION_PULLS:
+        if stats[int(arm)].count < EXPLORATION_PULLS:
             return int(arm), state
     samples = {}
     for arm in arms:
-        rewards = np.asarray(state["rewards"][str(arm)], dtype=float)
         # Flat prior, known precision 1/var(rewards): the posterior mean is N(mean, var/n).
-        std = float(np.sqrt(np.var(rewards) / len(rewards)))
-        samples[arm] = float(gen.normal(rewards.mean(), std)) if std > 0 else float(rewards.mean())
+        sd = stats[arm].posterior_sd()
+        samples[arm] = float(gen.normal(stats[arm].mean, sd)) if sd > 0 else stats[arm].mean
     return max(samples, key=lambda a: samples[a]), state

@@ -3,19 +3,23 @@
 Figures per workload and policy (means over seeds):
 - cumulative energy (J), time (s) and cost over all recurrences;
 - regret: cumulative cost minus N times the oracle's expected recurrence cost,
-  over all N recurrences and over the first 20 alone;
+  over all N recurrences and over the first 20 alone; also as a percentage of the
+  oracle's expected cost over those recurrences, with its standard error over seeds;
 - energy saving and time change over the last 10 recurrences against the
   default configuration's expected recurrence (%), with the run that reached the
   target counted at its configuration's expectation (see `_expected_recurrence`);
 - converged_at: the recurrence from which every run's configuration stays within
   5% of the oracle's expected cost (None if some seed never gets there);
 - profiling steps spent.
+
+A peer (real Zeus, `kwatt_core.sim.peer`) comes in as recurrences it ran, and gets the
+same figures under its own row name.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,9 +77,14 @@ def _policy(name: str, trace: WorkloadTrace, eta: float) -> Policy:
 
 
 def bench_workload(
-    trace: WorkloadTrace, config: BenchConfig, progress: Callable[[], None] | None = None
+    trace: WorkloadTrace,
+    config: BenchConfig,
+    progress: Callable[[], None] | None = None,
+    peers: Mapping[str, Sequence[list[Recurrence]]] | None = None,
 ) -> dict[str, Any]:
-    """All policies on one workload; returns the JSON-able figures."""
+    """All policies on one workload, and the peers' runs of it; returns JSON-able figures.
+
+    A peer's row comes right after `zeus` (or last, without it)."""
     model = cost_model_for(trace, config.sim.eta)
     n = recurrences_for(trace, config)
     oracle_bs, oracle_limit, oracle_cost = trace.best_config(model)
@@ -94,6 +103,15 @@ def bench_workload(
             if progress is not None:
                 progress()
         policies[name] = _figures(runs, oracle_cost, default_energy, default_time, expected)
+    for row, peer_runs in (peers or {}).items():
+        if len(peer_runs) != config.seeds or any(len(run) != n for run in peer_runs):
+            raise BenchError(f"The peer {row} ran other seeds or recurrences than asked.")
+        policies[row] = _figures(peer_runs, oracle_cost, default_energy, default_time, expected)
+    if "zeus" in policies:
+        order = [*config.policies]
+        at = order.index("zeus") + 1
+        order[at:at] = list(peers or {})
+        policies = {name: policies[name] for name in order}
     return {
         "name": trace.spec.name,
         "gpu": trace.gpu,
@@ -131,12 +149,19 @@ def _figures(
     time = np.array([[r.time_s for r in run] for run in runs])
     chosen = np.array([[_expected_recurrence(r, expected) for r in run[-last:]] for run in runs])
     converged = [_converged_at(run, oracle_cost, expected) for run in runs]
+    regret = cost.sum(axis=1) - n * oracle_cost  # per seed
+    regret20 = cost[:, :first].sum(axis=1) - first * oracle_cost
     return {
+        "seeds": len(runs),
         "cumulative_energy_j": float(energy.sum(axis=1).mean()),
         "cumulative_time_s": float(time.sum(axis=1).mean()),
         "cumulative_cost": float(cost.sum(axis=1).mean()),
-        "regret": float(cost.sum(axis=1).mean() - n * oracle_cost),
-        "regret_first20": float(cost[:, :first].sum(axis=1).mean() - first * oracle_cost),
+        "regret": float(regret.mean()),
+        "regret_first20": float(regret20.mean()),
+        "regret_pct": _pct(regret.mean(), n * oracle_cost),
+        "regret_pct_se": _pct(_standard_error(regret), n * oracle_cost),
+        "regret_first20_pct": _pct(regret20.mean(), first * oracle_cost),
+        "regret_first20_pct_se": _pct(_standard_error(regret20), first * oracle_cost),
         "last10_energy_saving_pct": float(100.0 * (1.0 - chosen[:, :, 0].mean() / default_energy)),
         "last10_time_change_pct": float(100.0 * (chosen[:, :, 1].mean() / default_time - 1.0)),
         "converged_at": None
@@ -147,6 +172,25 @@ def _figures(
         ),
         "unreached_recurrences": float(np.mean([sum(not r.reached for r in run) for run in runs])),
     }
+
+
+def _standard_error(values: np.ndarray) -> float | None:
+    """Standard error of the mean over seeds (None with a single seed)."""
+    if len(values) < 2:
+        return None
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def _pct(value: float | None, of: float) -> float | None:
+    return None if value is None else float(100.0 * value / of)
+
+
+def regret_pct_per_seed(runs: Sequence[list[Recurrence]], oracle_cost: float) -> list[float]:
+    """Each seed's regret over all its recurrences, as % of the oracle's expected cost."""
+    return [
+        100.0 * (sum(r.cost for r in run) - len(run) * oracle_cost) / (len(run) * oracle_cost)
+        for run in runs
+    ]
 
 
 def _expected_recurrence(rec: Recurrence, expected: Expected) -> tuple[float, float]:
@@ -187,11 +231,15 @@ def summary_row(figures: dict[str, Any]) -> list[str]:
             return "-"
         return format(value, fmt)
 
+    pct = num(figures.get("regret_pct"), ".2f")
+    if figures.get("regret_pct_se") is not None and pct != "-":
+        pct += "±" + num(figures["regret_pct_se"], ".2f")
     return [
         num(figures["cumulative_energy_j"] / 3.6e6, ".2f"),
         num(figures["cumulative_time_s"] / 3600.0, ".1f"),
         num(figures["cumulative_cost"] / 3.6e6, ".2f"),
         num(figures["regret"] / 3.6e6, ".2f"),
+        pct,
         num(figures["regret_first20"] / 3.6e6, ".2f"),
         num(figures["last10_energy_saving_pct"], "+.1f"),
         num(figures["last10_time_change_pct"], "+.1f"),

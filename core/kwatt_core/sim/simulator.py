@@ -243,7 +243,9 @@ def _run_upstream(
         max_epochs = min(math.floor(choice.cost_threshold / per_epoch), max_epochs)
     capped = max_epochs < trace.spec.max_epochs
     if max_epochs <= 0:
-        return RunResult(bs, limit, 0.0, 0.0, 0.0, False, 0, False, None, 0, None, True)
+        # Upstream profiles before it decides that the run cannot start, and keeps the limit.
+        chosen = limit if profiled else None
+        return RunResult(bs, limit, 0.0, 0.0, 0.0, False, 0, False, chosen, 0, None, True)
     target = trace.epochs_to_target(bs, path)
     reached = target is not None and target <= max_epochs
     epochs = target if reached and target is not None else max_epochs
