@@ -33,6 +33,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "Run the sandbox cluster: real control plane, simulated GPU nodes (tests, demos).",
         "sandbox",
     ),
+    "demo": (
+        "kwatt_cli.demo",
+        "Run kwatt end to end on the sandbox cluster: Helm install, two TrainingJobs, savings.",
+        "all,plot",
+    ),
     "report": (
         "kwatt_cli.report",
         "Show a TrainingJob's runs, energy and saving against the default configuration.",

@@ -217,11 +217,20 @@ def running_sandbox(
     *,
     nodes: list[str] | None = None,
     timeout: float = START_TIMEOUT_S,
+    stop_with_parent: bool = False,
 ) -> Iterator[Cluster]:
     """Start `kwatt sandbox` (building the control plane first if needed) and stop it after.
 
-    `nodes` are `--node` options (default: the command's own default nodes).
+    `nodes` are `--node` options (default: the command's own default nodes). With
+    `stop_with_parent`, the sandbox gets SIGTERM (and stops everything) if this process dies
+    without stopping it, even by SIGKILL; call from the main thread (the kernel ties that
+    signal to the thread that started it).
     """
+    preexec = None
+    if stop_with_parent:
+        from kwatt_sandbox.nodes.shim import pdeathsig_preexec
+
+        preexec = pdeathsig_preexec(os.getpid(), signal.SIGTERM)
     binaries = ensure_binaries(sys.stderr)
     with tempfile.TemporaryDirectory(prefix="kwatt-sandbox-test-") as tmp:
         base = directory or Path(tmp)
@@ -235,6 +244,7 @@ def running_sandbox(
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=preexec,
             )
         try:
             state = _wait_ready(proc, ready, output, timeout)

@@ -213,8 +213,8 @@ def _libc_function(name: str) -> Any:
     return getattr(ctypes.CDLL(None, use_errno=True), name)
 
 
-def pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn that SIGKILLs the child when `parent_pid` (the caller) dies.
+def pdeathsig_preexec(parent_pid: int, sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A preexec_fn that sends the child `sig` (SIGKILL) when `parent_pid` (the caller) dies.
 
     Pass `os.getpid()` of the process that spawns. The child exits at once if that parent
     died before the death signal was armed. The kernel ties the signal to the parent
@@ -223,7 +223,7 @@ def pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
     prctl = _libc_function("prctl")  # looked up before the fork, not in the child
 
     def preexec() -> None:
-        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        if prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != parent_pid:
             os._exit(FAILED)
