@@ -209,7 +209,8 @@ class Protocol:
         except HttpError as exc:
             # After a refused body the connection's bytes are out of step: close it.
             return _error(exc.status, str(exc), close=exc.status in (408, 411, 413))
-        status, data = await self._once(call, functools.partial(self._dispatch, path, body))
+        name = None if call is None else f"{path} {call}"  # a name means one call to one path
+        status, data = await self._once(name, functools.partial(self._dispatch, path, body))
         return _json(status, data)
 
     async def _body(self, request: web.BaseRequest) -> Any:
@@ -250,10 +251,9 @@ class Protocol:
             self.calls.popitem(last=False)
         try:
             result = await asyncio.shield(loop.run_in_executor(self.pool, work))
-        except BaseException as exc:
+        except BaseException:  # the loop is stopping: a retry waiting on this one stops too
             self.calls.pop(call, None)
-            answer.set_exception(exc)
-            answer.exception()  # retrieved: nobody else may be waiting
+            answer.cancel()
             raise
         if result[0] >= 500:  # nothing was counted; a retry may try again
             self.calls.pop(call, None)
