@@ -365,6 +365,12 @@ class Servers:
     async def _stop(self) -> None:
         for runner in self.runners:
             await runner.cleanup()
+        # Connections still open (idle keep-alives) have handler tasks: end them here, so that
+        # none is left pending when the loop closes.
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def stop(self) -> None:
         """Close both servers and their connections; calls in flight get up to a second."""

@@ -146,7 +146,9 @@ calls = st.one_of(
     st.tuples(st.just("WORK"), st.just(""), st.integers(1, 20)),
 )
 ranges = st.tuples(
-    st.floats(50, 200), st.floats(0.0, 300.0), st.sampled_from(["optimize", "observe", "fixed"])
+    st.integers(50_000, 200_000),  # mW
+    st.integers(0, 300_000),
+    st.sampled_from(["optimize", "observe", "fixed"]),
 )
 
 
@@ -157,10 +159,11 @@ ranges = st.tuples(
 )
 @given(ranges, st.integers(1, 400), st.booleans(), st.lists(calls, max_size=40))
 def test_arbitrary_call_sequences_keep_the_gpu_safe(
-    gpu: tuple[float, float, str], fixed_w: int, with_uuids: bool, sequence: list[Any]
+    gpu: tuple[int, int, str], fixed_w: int, with_uuids: bool, sequence: list[Any]
 ) -> None:
-    low, width, mode = gpu
-    high = low + width
+    low_mw, width_mw, mode = gpu
+    # NVML reports limits in whole milliwatts, so the simulated GPU's are too.
+    low, high = low_mw / 1000, (low_mw + width_mw) / 1000
     with tempfile.TemporaryDirectory() as tmp:
         node = make_node(Path(tmp))
         uuid = node.uuids[0]
