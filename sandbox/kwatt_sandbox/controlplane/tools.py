@@ -116,11 +116,7 @@ _SOURCE_SUFFIXES = (".mod", ".sum", ".go")
 
 
 def _required_version(go_mod: str, module: str, folder: str) -> str:
-    pattern = rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)"
-    match = re.search(pattern, go_mod, re.MULTILINE)
-    if match is None:
-        raise BuildError(f"{build.modules_dir() / folder / 'go.mod'} does not require {module}.")
-    return match.group(1)
+    return build._required_version(go_mod, module, f"{folder}/go.mod")
 
 
 def _tool(name: str) -> Tool:
