@@ -22,7 +22,6 @@ import argparse
 import ast
 import difflib
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -48,6 +47,7 @@ class Part:
     tests: tuple[str, ...]  # what pytest runs for each mutant
     rate: float  # the share of its mutants run by default
     deselect: dict[str, str] = field(default_factory=dict)  # node id -> why
+    keep: dict[str, str] = field(default_factory=dict)  # file never mutated -> why
 
 
 # Measured on 2 cores (docs/testing.md): a mutant costs about 2 s of wall time in core,
@@ -57,7 +57,18 @@ class Part:
 # test folder; tests that need the sandbox's Kubernetes control plane (the `cluster`
 # fixture) are deselected by the plugin, which leaves the operator's pure tests.
 PARTS: dict[str, Part] = {
-    "core": Part("core", "kwatt_core", ("tests/core",), rate=0.04),
+    "core": Part(
+        "core",
+        "kwatt_core",
+        ("tests/core",),
+        rate=0.04,
+        keep={
+            "core/kwatt_core/sim/zeus_runner.py": (
+                "a script that Zeus's own virtual environment runs with `python -I`, "
+                "where mutmut's trampolines cannot be imported"
+            ),
+        },
+    ),
     "client": Part(
         "client",
         "kwatt_client",
@@ -130,12 +141,14 @@ def stage(part: Part, only: list[str]) -> Path:
         _copytree(REPO / data, where / data)
         _copytree(REPO / data, where / "mutants" / data)
     only_mutate = [f"src/{pattern.removeprefix(part.root + '/')}" for pattern in only]
+    do_not_mutate = [f"src/{path.removeprefix(part.root + '/')}" for path in part.keep]
     args = ["-p", "kwatt_mutation_plugin", "-p", "no:cacheprovider"]
     (where / "pyproject.toml").write_text(
         "# Written by tools/mutation.py for one part's mutmut run.\n"
         "[tool.mutmut]\n"
         f"source_paths = {json.dumps(['src/' + part.package])}\n"
         f"only_mutate = {json.dumps(only_mutate)}\n"
+        f"do_not_mutate = {json.dumps(do_not_mutate)}\n"
         f"pytest_add_cli_args_test_selection = {json.dumps(list(part.tests))}\n"
         f"pytest_add_cli_args = {json.dumps(args)}\n"
         "use_git_change_detection = false\n"
@@ -177,25 +190,11 @@ def enumerate_mutants(where: Path) -> dict[str, list[str]]:
     return mutants
 
 
-def mutmut_only(where: Path) -> Path:
-    """A folder with nothing but mutmut (which needs only the standard library to run a
-    trampoline): the mutated modules import it, also in processes that a test starts
-    with another interpreter (`kwatt bench --peer zeus` runs Zeus's own venv)."""
-    import mutmut
-
-    package = Path(mutmut.__file__).resolve().parent
-    folder = where / "pylib"
-    folder.mkdir()
-    (folder / "mutmut").symlink_to(package)
-    for info in package.parent.glob(f"mutmut-{importlib.metadata.version('mutmut')}.dist-info"):
-        (folder / info.name).symlink_to(info)
-    return folder
-
-
 def run_mutmut(where: Path, part: Part, names: list[str], jobs: int) -> None:
     env = dict(os.environ)
-    paths = [where / "mutants" / "src", HOOKS, mutmut_only(where)]
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(where / "mutants" / "src"), str(HOOKS), *filter(None, [env.get("PYTHONPATH")])]
+    )
     env["KWATT_MUTATION_HITS"] = str(where / "hits.txt")
     env["KWATT_MUTATION_DURATIONS"] = str(where / "durations.json")
     env["KWATT_MUTATION_DESELECT"] = "\n".join(part.deselect)
@@ -377,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for test, why in part.deselect.items():
             print(f"{part.root}: not run under mutation: {test}: {why}")
+        for path, why in part.keep.items():
+            print(f"{part.root}: not mutated: {path}: {why}")
         if names:
             run_mutmut(where, part, names, args.jobs)
         result = collect(where, part, generated, set(names))
