@@ -24,7 +24,6 @@ deterministic for a seed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,11 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from kwatt_core import cache
 from kwatt_core.cost import CostModel
 from kwatt_core.sim.simulator import Recurrence, RunResult, cost_model_for
 from kwatt_core.sim.trace import POWER_PREFIX, TRAIN_FILE, WorkloadTrace
@@ -103,18 +103,10 @@ class PeerRuns:
 
 
 def cache_root() -> Path:
-    configured = os.environ.get("KWATT_CACHE_DIR", "")
-    if configured:
-        root = Path(configured).expanduser()
-        if not root.is_absolute():
-            raise PeerError(
-                f"KWATT_CACHE_DIR must be an absolute path, not {configured!r}; "
-                "set it to one, or unset it to use ~/.cache/kwatt."
-            )
-        return root
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "kwatt"
+    try:
+        return cache.cache_root()
+    except cache.CacheError as e:
+        raise PeerError(str(e)) from None
 
 
 def env_dir(peer: str = "zeus") -> Path:
@@ -140,19 +132,8 @@ def _check_peer(peer: str) -> None:
         raise PeerError(f"Unknown peer {peer!r}; the only peer is {', '.join(PEERS)}.")
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path, out: TextIO) -> Iterator[None]:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            out.write(f"Waiting for another build of the Zeus peer (lock {lock_path})…\n")
-            out.flush()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the only descriptor releases the lock
+def _locked(lock_path: Path, out: TextIO) -> contextlib.AbstractContextManager[None]:
+    return cache.locked(lock_path, out, "the Zeus peer")
 
 
 def ensure_env(peer: str = "zeus", out: TextIO = sys.stderr) -> PeerEnv:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -33,10 +32,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+
+from kwatt_core import cache
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 RECORD = "build.json"  # beside bin/: how long the build took, for `make bench-sandbox`
@@ -86,19 +87,10 @@ def modules_dir() -> Path:
 
 
 def _cache_root() -> Path:
-    configured = os.environ.get("KWATT_CACHE_DIR", "")
-    if configured:
-        root = Path(configured).expanduser()
-        if not root.is_absolute():
-            raise BuildError(
-                f"KWATT_CACHE_DIR must be an absolute path, not {configured!r}; "
-                "set it to one, or unset it to use ~/.cache/kwatt."
-            )
-        return root
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    # The XDG spec says to ignore a relative XDG_CACHE_HOME.
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "kwatt"
+    try:
+        return cache.cache_root()
+    except cache.CacheError as e:
+        raise BuildError(str(e)) from None
 
 
 # --- what to build: versions from the go.mod files -------------------------------------
@@ -289,22 +281,8 @@ def find_binaries() -> Binaries | None:
     return _complete(directory)
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path, out: TextIO) -> Iterator[None]:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(
-                f"Waiting for another build of the sandbox control plane (lock {lock_path})…",
-                file=out,
-                flush=True,
-            )
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the only descriptor releases the lock
+def _locked(lock_path: Path, out: TextIO) -> contextlib.AbstractContextManager[None]:
+    return cache.locked(lock_path, out, "the sandbox control plane")
 
 
 def build_record(binaries: Binaries) -> dict[str, Any] | None:
