@@ -30,6 +30,11 @@ def helm3(helm_home: Path) -> Helm:
 
 
 @pytest.fixture(scope="session")
+def helm4(helm_home: Path) -> Helm:
+    return Helm("helm4", ensure_tool("helm4"), helm_home / "helm4")
+
+
+@pytest.fixture(scope="session")
 def kubecheck() -> Path:
     """kwatt's strict offline check against the oldest supported Kubernetes' API types."""
     return ensure_tool("kubecheck")

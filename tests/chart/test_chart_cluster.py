@@ -4,9 +4,10 @@ kube-apiserver v1.37.2 unless KWATT_TEST_KUBECONFIG names another).
 - every rendered object passes a server-side dry run (`kubectl apply --dry-run=server
   --validate=strict`): the API server's own schema, defaulting and validation, unknown fields
   refused; the ServiceMonitor is left out (its CRD is not installed; kubecheck decodes it);
-- on the sandbox, the whole life of a release under Helm 3 and Helm 4: `helm install --wait`
-  (the operator as a Pod, as the chart's ServiceAccount), `helm test`, `helm upgrade --wait`
-  (the new Pod runs a TrainingJob's first recurrence), `helm uninstall` (the CRD stays).
+- on the sandbox, the whole life of a release, begun under Helm 3 and carried on under Helm 4
+  as a cluster moving between them would: `helm install --wait` (the operator as a Pod, as
+  the chart's ServiceAccount) and `helm test` with Helm 3, then `helm upgrade --wait` (the new
+  Pod runs a TrainingJob's first recurrence) and `helm uninstall` (the CRD stays) with Helm 4.
 """
 
 from __future__ import annotations
@@ -136,12 +137,14 @@ def test_the_dry_run_refuses_an_unknown_field(
 
 
 def test_install_test_upgrade_uninstall(
-    sandbox: Cluster, namespace: str, helm: Helm, tmp_path: Path
+    sandbox: Cluster, namespace: str, helm3: Helm, helm4: Helm, tmp_path: Path
 ) -> None:
     """The chart's Deployment runs `kwatt operator` as its ServiceAccount. The sandbox's nodes
     ignore images and run `command` (docs/sandbox.md), so the release sets it; everything
     else is the chart's. Pods share the host's network here: every port is a free one, and
-    `helm test` asks 127.0.0.1 (Services route nothing in the sandbox)."""
+    `helm test` asks 127.0.0.1 (Services route nothing in the sandbox). Helm 4 takes over the
+    release Helm 3 installed (both keep releases in the same Secrets), so one life covers
+    both versions."""
     support = operator_support()
     release = f"kwatt-{namespace}"
     values = {
@@ -166,7 +169,7 @@ def test_install_test_upgrade_uninstall(
     common = ["-n", namespace, "-f", str(values_file)]
     default_account(sandbox, namespace)
     try:
-        installed = helm.run(
+        installed = helm3.run(
             "install",
             release,
             str(CHART),
@@ -184,12 +187,12 @@ def test_install_test_upgrade_uninstall(
         for role in (f"{release}-operator", f"{release}-view", f"{release}-edit"):
             sandbox.kubectl("get", "clusterrole", role)
 
-        tested = helm.run("test", release, "-n", namespace, env=env, timeout=120)
+        tested = helm3.run("test", release, "-n", namespace, env=env, timeout=120)
         print(tested.stdout)
         suite = rf"TEST SUITE:\s+{release}-test-metrics\n(.*\n)*?Phase:\s+Succeeded"
         assert re.search(suite, tested.stdout), tested.stdout
 
-        helm.run(
+        helm4.run(
             "upgrade",
             release,
             str(CHART),
@@ -198,12 +201,21 @@ def test_install_test_upgrade_uninstall(
             "workers=2",
             "--set",
             "verbose=true",
+            "--set",
+            "defaultObjective.beta=3",
             "--wait",
             "--timeout",
             "120s",
             env=env,
             timeout=150,
         )
+        history = json.loads(
+            helm4.run("history", release, "-n", namespace, "-o", "json", env=env).stdout
+        )
+        assert [(h["revision"], h["status"]) for h in history] == [
+            (1, "superseded"),
+            (2, "deployed"),
+        ]
         pods = sandbox.kubectl_json(
             "get",
             "pods",
@@ -234,10 +246,14 @@ def test_install_test_upgrade_uninstall(
             )
             raise
         assert status["history"][0]["result"] == "reached"
+        # Its spec leaves eta and beta out: the chart's defaultObjective applies, not a schema
+        # default (the built-in eta 0.5, and the beta the upgrade set).
+        assert status["objective"] == {"eta": 0.5, "beta": 3}
+        assert status["policy"]["space"]["beta"] == 3
         account = f"system:serviceaccount:{namespace}:{release}"
         assert eventually(lambda: sandbox.audit_events(account), timeout=10)
 
-        helm.run("uninstall", release, "-n", namespace, "--wait", env=env, timeout=120)
+        helm4.run("uninstall", release, "-n", namespace, "--wait", env=env, timeout=120)
         assert (
             sandbox.kubectl("get", "deployment", release, "-n", namespace, check=False).returncode
             != 0
@@ -250,7 +266,7 @@ def test_install_test_upgrade_uninstall(
         assert sandbox.kubectl("get", f"crd/{CRD}", check=False).returncode == 0
         assert sandbox.kubectl("get", "trainingjobs", "-n", namespace, "-o", "name").stdout.strip()
     finally:
-        helm.run("uninstall", release, "-n", namespace, env=env, check=False, timeout=60)
+        helm4.run("uninstall", release, "-n", namespace, env=env, check=False, timeout=60)
 
 
 def test_upgrade_instructions_name_the_chart_crd() -> None:
