@@ -13,9 +13,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kwatt_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from kwatt_operator.spec import ObjectiveDefaults
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 _RESOURCE_KEYS = ("requests", "limits", "claims")
@@ -71,6 +74,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="port of each sidecar's /metrics (default 8932)",
     )
+    parser.add_argument(
+        "--default-eta",
+        type=float,
+        default=os.environ.get("KWATT_DEFAULT_ETA") or None,
+        metavar="ETA",
+        help="eta of TrainingJobs whose spec.objective leaves it out, 0 to 1 "
+        "(env KWATT_DEFAULT_ETA; default 0.5)",
+    )
+    parser.add_argument(
+        "--default-beta",
+        type=float,
+        default=os.environ.get("KWATT_DEFAULT_BETA") or None,
+        metavar="BETA",
+        help="beta of TrainingJobs whose spec.objective leaves it out, above 1 "
+        "(env KWATT_DEFAULT_BETA; default 2)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="TrainingJobs reconciled at once")
     parser.add_argument(
         "--metrics-port",
@@ -118,6 +137,20 @@ def parse_resources(text: str) -> dict[str, Any]:
     return value
 
 
+def objective_defaults(args: argparse.Namespace) -> ObjectiveDefaults:
+    """`--default-eta` and `--default-beta` as the operator's ObjectiveDefaults, checked with
+    the CRD's bounds for spec.objective (eta from 0 to 1, beta above 1)."""
+    from kwatt_operator import spec
+
+    eta = spec.DEFAULT_ETA if args.default_eta is None else float(args.default_eta)
+    beta = spec.DEFAULT_BETA if args.default_beta is None else float(args.default_beta)
+    if not 0.0 <= eta <= 1.0:
+        raise UsageError(f"--default-eta must be a number from 0 to 1, not {eta}.")
+    if not 1.0 < beta < float("inf"):
+        raise UsageError(f"--default-beta must be a finite number above 1, not {beta}.")
+    return spec.ObjectiveDefaults(eta, beta)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.kubeconfig is not None:
         if not args.kubeconfig.is_file():
@@ -155,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             options[key] = value
     if options.get("port") is not None and options.get("port") == options.get("metrics_port"):
         raise UsageError("--sidecar-port and --sidecar-metrics-port must differ.")
+    options["objective_defaults"] = objective_defaults(args)
     sidecar = SidecarSettings(**options)
     from kwatt_operator.metrics import OperatorMetrics
 

@@ -427,7 +427,19 @@ def _header(report: JobReport) -> str:
         if gpu.get("minLimitWatts") and gpu.get("maxLimitWatts"):
             text += f", power limits {gpu['minLimitWatts']}-{gpu['maxLimitWatts']} W"
         text += "."
+    if report.objective is not None:
+        text += "\n" + _objective_line(report.objective)
     return text
+
+
+def _objective_line(objective: dict[str, Any]) -> str:
+    """eta and beta as the runs use them, saying which came from the operator's defaults."""
+    defaulted = set(objective.get("operatorDefaults") or ())
+    parts = [
+        f"{key} {objective[key]:g}" + (" (the operator's default)" if key in defaulted else "")
+        for key in ("eta", "beta")
+    ]
+    return f"Objective: {parts[0]}, {parts[1]}."
 
 
 def _summary(report: JobReport, energy: Any, unit: str) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 from kwatt_core import contract as c
 from kwatt_core.policies.base import Choice
 from kwatt_operator.crd import API_VERSION, GROUP, KIND
-from kwatt_operator.spec import SpecError, TrainingJobSpec, parse_spec
+from kwatt_operator.spec import ObjectiveDefaults, SpecError, TrainingJobSpec, parse_spec
 
 LABEL_TRAININGJOB = f"{GROUP}/trainingjob"
 LABEL_RUN = f"{GROUP}/run"
@@ -31,7 +31,9 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 @dataclass(frozen=True)
 class SidecarSettings:
-    """The operator's own settings for the injected sidecar (from its Helm values)."""
+    """The operator's own settings for the injected sidecar (from its Helm values), and the
+    eta and beta of TrainingJobs that leave them out (they reach the sidecar as KWATT_ETA
+    and KWATT_BETA, and beta the policy)."""
 
     image: str
     command: tuple[str, ...] = ("python", "-m", "kwatt_sidecar")
@@ -44,6 +46,7 @@ class SidecarSettings:
         default_factory=lambda: {"requests": {"cpu": "50m", "memory": "64Mi"}}
     )
     log_level: str | None = None
+    objective_defaults: ObjectiveDefaults = field(default_factory=ObjectiveDefaults)
 
 
 def short_name(base: str, suffix: str, limit: int = MAX_NAME) -> str:
@@ -255,7 +258,7 @@ def build_job(
         raise ValueError(
             "The TrainingJob needs metadata.name, metadata.namespace and metadata.uid."
         )
-    spec = parse_spec(trainingjob.get("spec"))
+    spec = parse_spec(trainingjob.get("spec"), settings.objective_defaults)
     if choice.batch_size not in spec.batch_sizes.candidates:
         raise SpecError(
             [

@@ -156,7 +156,7 @@ def reconcile(
     stamp = cond.timestamp(now)
     plan = Plan(status=None)
     try:
-        spec = parse_spec(trainingjob.get("spec"))
+        spec = parse_spec(trainingjob.get("spec"), settings.objective_defaults)
         _check_buildable(trainingjob, spec, settings)
     except SpecError as exc:
         _set(status, "Ready", "False", "InvalidSpec", str(exc), generation, now)
@@ -541,6 +541,8 @@ def _summary(status: Obj, spec: TrainingJobSpec, now: datetime, generation: Any)
         status["currentBatchSize"] = int(latest["batchSize"])
         status["currentPowerLimitWatts"] = latest.get("powerLimitWatts")
     status["state"] = "Running" if active else "Suspended" if spec.suspend else "Idle"
+    # What the runs use: spec.objective's eta and beta, or the operator's defaults for them.
+    status["objective"] = {"eta": spec.objective.eta, "beta": spec.objective.beta}
     _set(status, "Ready", "True", "Reconciled", "The spec is valid.", generation, now)
     if active:
         runs = ", ".join(str(a["run"]) for a in active)

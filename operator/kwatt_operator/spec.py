@@ -4,7 +4,9 @@ The API server already defaults and validates against the CRD schema, but the
 operator must not trust that (older objects, a CRD installed without its schema,
 rules the schema cannot express), so everything is checked again here and every
 problem is one sentence that names the field. The defaults here equal the CRD's
-(a test holds them together).
+(a test holds them together), except eta and beta: the CRD has no default for them, so
+that the operator's own (`ObjectiveDefaults`, from `kwatt operator --default-eta` and
+`--default-beta`, the Helm chart's `defaultObjective`) fill in what a spec leaves out.
 """
 
 from __future__ import annotations
@@ -66,6 +68,29 @@ class Objective:
     eta: float = DEFAULT_ETA
     beta: float = DEFAULT_BETA
     carbon: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ObjectiveDefaults:
+    """The eta and beta of every TrainingJob whose spec.objective leaves them out: the
+    operator's settings, not the CRD's (the API server would fill a schema default in
+    before the operator could apply its own)."""
+
+    eta: float = DEFAULT_ETA
+    beta: float = DEFAULT_BETA
+
+    def __post_init__(self) -> None:
+        """Bounds as spec.objective's in the CRD: eta in [0, 1], beta above 1."""
+        eta, beta = self.eta, self.beta
+        if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0.0 <= eta <= 1.0:
+            raise ValueError(f"The default eta must be a number from 0 to 1, got {eta!r}.")
+        if (
+            isinstance(beta, bool)
+            or not isinstance(beta, int | float)
+            or not math.isfinite(beta)
+            or beta <= 1.0
+        ):
+            raise ValueError(f"The default beta must be a finite number above 1, got {beta!r}.")
 
 
 @dataclass(frozen=True)
@@ -195,8 +220,12 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def parse_spec(spec: Mapping[str, Any] | None) -> TrainingJobSpec:
-    """Check a TrainingJob's `spec` (a plain dict) and return it typed; SpecError otherwise."""
+def parse_spec(
+    spec: Mapping[str, Any] | None, defaults: ObjectiveDefaults | None = None
+) -> TrainingJobSpec:
+    """Check a TrainingJob's `spec` (a plain dict) and return it typed; SpecError otherwise.
+
+    `defaults` gives the eta and beta a spec leaves out (the operator's; built-in 0.5 and 2)."""
     if not isinstance(spec, Mapping):
         raise SpecError(["spec is missing or is not an object."])
     r = _Reader()
@@ -210,7 +239,7 @@ def parse_spec(spec: Mapping[str, Any] | None) -> TrainingJobSpec:
             r.problems.extend(exc.problems)
     batch_sizes = _batch_sizes(r, spec)
     target = _target(r, spec)
-    objective = _objective(r, spec)
+    objective = _objective(r, spec, defaults or ObjectiveDefaults())
     power_limit = _power_limit(r, spec)
     schedule = r.string(spec, "schedule", "spec.schedule")
     time_zone = r.string(spec, "timeZone", "spec.timeZone")
@@ -385,12 +414,12 @@ def _target(r: _Reader, spec: Mapping[str, Any]) -> Target | None:
     return Target(metric, value, higher, max_epochs)
 
 
-def _objective(r: _Reader, spec: Mapping[str, Any]) -> Objective:
+def _objective(r: _Reader, spec: Mapping[str, Any], defaults: ObjectiveDefaults) -> Objective:
     data = r.obj(spec, "objective", "spec.objective")
-    eta = r.number(data, "eta", "spec.objective.eta", DEFAULT_ETA)
+    eta = r.number(data, "eta", "spec.objective.eta", float(defaults.eta))
     if not 0.0 <= eta <= 1.0:
         r.fail(f"spec.objective.eta must be between 0 and 1, got {eta}.")
-    beta = r.number(data, "beta", "spec.objective.beta", DEFAULT_BETA)
+    beta = r.number(data, "beta", "spec.objective.beta", float(defaults.beta))
     if beta <= 1.0:
         r.fail(f"spec.objective.beta must be greater than 1, got {beta}.")
     carbon = data.get("carbon")

@@ -136,6 +136,10 @@ class JobReport:
     comparison: DefaultComparison | None
     savings: Obj | None  # status.savings, as the operator wrote it
     history_limit: int | None  # spec.historyLimit: how many recorded runs the status lists
+    # status.objective (the eta and beta the runs use), with `operatorDefaults` listing those
+    # that spec.objective leaves out, so the operator's defaults gave them; None before
+    # an operator that writes it.
+    objective: Obj | None = None
 
     @property
     def recorded_rows(self) -> tuple[RunRow, ...]:
@@ -220,7 +224,19 @@ def job_report(trainingjob: Mapping[str, Any]) -> JobReport:
         comparison=compare_with_default(status.get("baseline")),
         savings=dict(savings) if isinstance(savings, Mapping) else None,
         history_limit=_int(spec.get("historyLimit")),
+        objective=_objective(spec, status),
     )
+
+
+def _objective(spec: Mapping[str, Any], status: Mapping[str, Any]) -> Obj | None:
+    """status.objective's eta and beta, and which of them the spec leaves to the operator."""
+    used = _mapping(status.get("objective"))
+    eta, beta = _float(used.get("eta")), _float(used.get("beta"))
+    if eta is None or beta is None:
+        return None
+    given = _mapping(spec.get("objective"))
+    defaulted = [key for key in ("eta", "beta") if given.get(key) is None]
+    return {"eta": eta, "beta": beta, "operatorDefaults": defaulted}
 
 
 def _no_runs(who: str, status: Mapping[str, Any], active: Sequence[Mapping[str, Any]]) -> str:
@@ -286,6 +302,7 @@ def report_json(report: JobReport) -> Obj:
         "runsStarted": report.runs_started,
         "runsRecorded": report.runs_recorded,
         "gpu": report.gpu,
+        "objective": report.objective,
         "defaultConfiguration": default,
         "runs": [
             {

@@ -27,7 +27,7 @@ from kwatt_core import report as reportlib
 from kwatt_sidecar import config as configlib
 from kwatt_sidecar.gpu import GpuBackend, GpuDevice, GpuError, open_backend
 from kwatt_sidecar.limits import PowerControl
-from kwatt_sidecar.metrics import CONTENT_TYPE, GpuReading, Reading, render
+from kwatt_sidecar.metrics import CONTENT_TYPE, GpuReading, Reading, render, trainingjob_name
 from kwatt_sidecar.server import Conflict, Servers
 
 log = logging.getLogger("kwatt.sidecar")
@@ -354,6 +354,8 @@ class Sidecar:
             reading = Reading(
                 namespace=self.cfg.namespace,
                 pod=self.cfg.pod,
+                trainingjob=trainingjob_name(self.cfg.job),
+                run=self.cfg.run,
                 phase="waiting" if self.state is None else self.state.phase,
                 epochs=0 if self.state is None else self.state.epochs,
                 cost=cost,

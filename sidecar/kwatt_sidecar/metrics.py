@@ -1,8 +1,11 @@
 """The sidecar's Prometheus series, rendered by prometheus-client from one reading.
 
 Labels are `namespace`, `pod` (downward API) and `UUID` (the GPU UUID, spelled
-as the DCGM exporter spells its label), so kwatt's series join DCGM's. The
-profiling phase is one series per phase (six at most) with 1 on the current one.
+as the DCGM exporter spells its label), so kwatt's series join DCGM's; and, when the
+operator started the sidecar (KWATT_JOB, KWATT_RUN), `trainingjob` and `run`, the
+TrainingJob's name as the operator's own series spell it and the run's number, so a
+dashboard groups a job's runs without matching Pod names. The profiling phase is one
+series per phase (six at most) with 1 on the current one.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ class Reading:
     cost: float | None = None
     gpus: list[GpuReading] = field(default_factory=list)
     restore_failures: Mapping[str, int] = field(default_factory=dict)  # by GPU UUID
+    trainingjob: str = ""  # the TrainingJob's name; empty: not started by the operator
+    run: str = ""  # the run's number
+
+
+def trainingjob_name(job: str) -> str:
+    """The name in KWATT_JOB's `namespace/name` (the whole value when it has no slash)."""
+    return job.rpartition("/")[2]
 
 
 class _Snapshot:
@@ -48,8 +58,12 @@ class _Snapshot:
 
     def collect(self) -> Iterator[Metric]:
         r = self.reading
-        run = [r.namespace, r.pod]
-        gpu_labels = ["namespace", "pod", "UUID"]
+        # The same label names on every series of one sidecar: with its TrainingJob when known.
+        names = (
+            ["namespace", "trainingjob", "run", "pod"] if r.trainingjob else ["namespace", "pod"]
+        )
+        run = [r.namespace, r.trainingjob, r.run, r.pod] if r.trainingjob else [r.namespace, r.pod]
+        gpu_labels = [*names, "UUID"]
         energy = CounterMetricFamily(
             "kwatt_gpu_energy_joules",
             "Energy used by the GPU since the trainer said hello.",
@@ -69,13 +83,13 @@ class _Snapshot:
         phase = GaugeMetricFamily(
             "kwatt_profiling_phase",
             "1 for the phase the run is in, 0 for the others.",
-            labels=["namespace", "pod", "phase"],
+            labels=[*names, "phase"],
         )
         for name in PHASES:
             phase.add_metric([*run, name], 1 if name == r.phase else 0)
         yield phase
         epochs = GaugeMetricFamily(
-            "kwatt_run_epochs", "Epochs the trainer has reported.", labels=["namespace", "pod"]
+            "kwatt_run_epochs", "Epochs the trainer has reported.", labels=names
         )
         epochs.add_metric(run, r.epochs)
         yield epochs
@@ -92,7 +106,7 @@ class _Snapshot:
             cost = GaugeMetricFamily(
                 "kwatt_run_cost",
                 "Energy-time cost of the run so far (joule-equivalents).",
-                labels=["namespace", "pod"],
+                labels=names,
             )
             cost.add_metric(run, r.cost)
             yield cost

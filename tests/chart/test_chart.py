@@ -31,6 +31,7 @@ import yaml
 from chart_support import CHART, REPO, Helm, find, objects
 
 from kwatt_cli import operator as operator_cli
+from kwatt_operator import crd, jobs, spec
 from kwatt_operator.jobs import SidecarSettings
 
 CUSTOM: dict[str, Any] = {
@@ -46,6 +47,7 @@ CUSTOM: dict[str, Any] = {
     "rbac": {"create": True, "aggregate": False},
     "watchNamespaces": ["ml", "research"],
     "workers": 8,
+    "defaultObjective": {"eta": 0.25, "beta": 3.5},
     "verbose": True,
     "sidecar": {
         "image": {
@@ -69,6 +71,12 @@ CUSTOM: dict[str, Any] = {
             "enabled": True,
             "interval": "15s",
             "scrapeTimeout": "5s",
+            "labels": {"release": "prom"},
+        },
+        "podMonitor": {
+            "enabled": True,
+            "interval": "10s",
+            "scrapeTimeout": "4s",
             "labels": {"release": "prom"},
         },
     },
@@ -251,6 +259,8 @@ def test_default_deployment(helm: Helm) -> None:
         "--sidecar-port=8931",
         "--sidecar-metrics-port=8932",
         "--sidecar-state-dir=/var/run/kwatt",
+        "--default-eta=0.5",
+        "--default-beta=2",
         "--workers=4",
         "--metrics-address=0.0.0.0",
         "--metrics-port=8000",
@@ -258,7 +268,7 @@ def test_default_deployment(helm: Helm) -> None:
     ]
     for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
         assert key not in pod
-    assert not any(d["kind"] == "ServiceMonitor" for d in docs)
+    assert not any(d["kind"] in ("ServiceMonitor", "PodMonitor") for d in docs)
     service = find(docs, "Service", "kwatt-metrics")
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP"}
@@ -274,6 +284,11 @@ def test_default_values_match_the_operators_defaults() -> None:
     assert values["sidecar"]["port"] == defaults.port
     assert values["sidecar"]["metricsPort"] == defaults.metrics_port
     assert values["sidecar"]["stateDir"] == defaults.state_dir_host_path
+    objective = values["defaultObjective"]
+    assert (objective["eta"], objective["beta"]) == (spec.DEFAULT_ETA, spec.DEFAULT_BETA)
+    assert defaults.objective_defaults == spec.ObjectiveDefaults(
+        spec.DEFAULT_ETA, spec.DEFAULT_BETA
+    )
 
 
 def test_aggregated_roles(helm: Helm) -> None:
@@ -344,6 +359,8 @@ def test_custom_values(helm: Helm, values_files: dict[str, Path]) -> None:
         "--sidecar-port=9931",
         "--sidecar-metrics-port=9932",
         "--sidecar-state-dir=/var/lib/kwatt",
+        "--default-eta=0.25",
+        "--default-beta=3.5",
         "--workers=8",
         "--metrics-address=0.0.0.0",
         "--metrics-port=9100",
@@ -367,6 +384,68 @@ def test_custom_values(helm: Helm, values_files: dict[str, Path]) -> None:
     )
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["kwatt-system"]}
     assert service["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
+
+
+def test_the_pod_monitor_scrapes_what_the_operator_injects(
+    helm: Helm, values_files: dict[str, Path]
+) -> None:
+    """Off by default; on, it selects the Pods the operator labels with their TrainingJob and
+    the sidecar's named metrics port, as jobs.build_job makes them, in the watched namespaces
+    (every namespace when none is given), keeping the sidecar's own labels."""
+    docs = render(helm, "-f", str(values_files["custom"]))
+    monitor = find(docs, "PodMonitor", "energy-sidecars")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == "kwatt-system"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ml", "research"]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint == {
+        "port": "kwatt-metrics",
+        "path": "/metrics",
+        "interval": "10s",
+        "scrapeTimeout": "4s",
+        "honorLabels": True,
+    }
+    # What the operator builds: a run's Pod labels and its sidecar's ports.
+    from kwatt_core.policies.base import Choice
+
+    trainingjob = {
+        "metadata": {"name": "cifar", "namespace": "ml", "uid": "u-1"},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}},
+            "batchSizes": {"candidates": [16], "default": 16},
+            "target": {"metric": "accuracy", "value": 0.6},
+        },
+    }
+    job = jobs.build_job(trainingjob, 1, Choice(16, None, None, "explore"), SidecarSettings("s"))
+    pod = job["spec"]["template"]
+    (expression,) = monitor["spec"]["selector"]["matchExpressions"]
+    assert expression == {"key": jobs.LABEL_TRAININGJOB, "operator": "Exists"}
+    assert jobs.LABEL_TRAININGJOB in pod["metadata"]["labels"]
+    (sidecar,) = pod["spec"]["initContainers"]
+    assert endpoint["port"] in [port["name"] for port in sidecar["ports"]]
+    everywhere = render(helm, "--set", "metrics.podMonitor.enabled=true")
+    assert find(everywhere, "PodMonitor", "kwatt-sidecars")["spec"]["namespaceSelector"] == {
+        "any": True
+    }
+    # Independent of the operator's own metrics.
+    alone = render(
+        helm, "--set", "metrics.enabled=false", "--set", "metrics.podMonitor.enabled=true"
+    )
+    assert find(alone, "PodMonitor", "kwatt-sidecars")
+    assert not any(d["kind"] == "PodMonitor" for d in render(helm))
+
+
+def test_default_objective_has_the_crds_bounds() -> None:
+    """values.schema.json's defaultObjective allows exactly what spec.objective allows."""
+    values = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    chart = values["defaultObjective"]["properties"]
+    objective = crd.openapi_schema()["properties"]["spec"]["properties"]["objective"]
+    eta, beta = objective["properties"]["eta"], objective["properties"]["beta"]
+    assert (chart["eta"]["minimum"], chart["eta"]["maximum"]) == (eta["minimum"], eta["maximum"])
+    # OpenAPI 3.0's boolean exclusiveMinimum is draft-07's numeric one.
+    assert beta["exclusiveMinimum"] is True and chart["beta"]["exclusiveMinimum"] == beta["minimum"]
+    assert "default" not in eta and "default" not in beta  # the operator's defaults apply
 
 
 def test_the_dashboard_configmap(helm: Helm, values_files: dict[str, Path]) -> None:
@@ -416,6 +495,12 @@ def test_the_operator_accepts_the_charts_flags(
     parser = argparse.ArgumentParser(exit_on_error=False)
     operator_cli.add_arguments(parser)
     parsed = parser.parse_args(flags)
+    expected_objective = (
+        CUSTOM if values == "custom" else yaml.safe_load((CHART / "values.yaml").read_text())
+    )["defaultObjective"]
+    assert operator_cli.objective_defaults(parsed) == spec.ObjectiveDefaults(
+        expected_objective["eta"], expected_objective["beta"]
+    )
     if parsed.sidecar_resources:
         resources = operator_cli.parse_resources(parsed.sidecar_resources)
         expected = (
@@ -472,6 +557,11 @@ def test_the_package_carries_the_linked_files(helm: Helm, tmp_path: Path) -> Non
         (["--set-json", "dashboard.labelValue=1"], r"dashboard/labelValue"),
         (["--set", "dashboard.label=bad label"], r"dashboard/label"),
         (["--set", "dashboard.namespace=Not_A_Namespace"], r"dashboard/namespace"),
+        (["--set", "defaultObjective.eta=1.5"], r"defaultObjective/eta"),
+        (["--set", "defaultObjective.eta=-0.1"], r"defaultObjective/eta"),
+        (["--set", "defaultObjective.beta=1"], r"defaultObjective/beta"),
+        (["--set", "defaultObjective.beta=high"], r"defaultObjective/beta"),
+        (["--set", "metrics.podMonitor.interval=often"], r"podMonitor/interval"),
     ],
 )
 def test_bad_values_fail_with_their_name(helm: Helm, args: list[str], message: str) -> None:

@@ -1,7 +1,7 @@
 """The benchmark's acceptance figures (issue 2), checked on the bundled traces.
 
 Expectations come from outside the code: Zeus's published last-10 savings on the
-V100 trace (REFERENCE.md) and the bar the issue sets for kwatt against Zeus.
+V100 trace (docs/benchmark.md) and the bar the issue sets for kwatt against Zeus.
 Not a timed test: the speed target lives in `make bench`.
 """
 

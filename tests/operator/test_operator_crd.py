@@ -1,6 +1,6 @@
 """The TrainingJob CRD: one file, a valid apiextensions.k8s.io/v1 shape, and a schema
 whose defaults, validation (CEL rules included) and printer columns behave as
-DESIGN.md's contract says once a real kube-apiserver (the session's cluster) serves it.
+docs/design.md's contract says once a real kube-apiserver (the session's cluster) serves it.
 """
 
 from __future__ import annotations
@@ -113,8 +113,11 @@ def test_crd_defaults_equal_the_parsers_defaults() -> None:
     s = _props(crd.openapi_schema(), "spec")
     assert _props(s, "batchSizes", "env")["default"] == spec.DEFAULT_BATCH_SIZE_ENV
     assert _props(s, "target", "higherIsBetter")["default"] is spec.DEFAULT_HIGHER_IS_BETTER
-    assert _props(s, "objective", "eta")["default"] == spec.DEFAULT_ETA == 0.5
-    assert _props(s, "objective", "beta")["default"] == spec.DEFAULT_BETA == 2
+    # No schema default for eta and beta: the operator applies its own (--default-eta,
+    # --default-beta), which the API server's defaulting would otherwise always pre-empt.
+    assert "default" not in _props(s, "objective", "eta")
+    assert "default" not in _props(s, "objective", "beta")
+    assert (spec.DEFAULT_ETA, spec.DEFAULT_BETA) == (0.5, 2)
     assert _props(s, "powerLimit", "mode")["default"] == spec.DEFAULT_POWER_MODE == "optimize"
     assert _props(s, "powerLimit", "mode")["enum"] == list(spec.POWER_MODES)
     assert _props(s, "powerLimit", "warmupSteps")["default"] == spec.DEFAULT_WARMUP_STEPS == 10
@@ -169,7 +172,7 @@ def test_served_crd_defaults_validates_and_prints(
         "kwatt.dev", "v1alpha1", namespace, "trainingjobs", _tj("cifar", SPEC)
     )
     s = created["spec"]
-    assert s["objective"] == {"eta": 0.5, "beta": 2}
+    assert s["objective"] == {}  # eta and beta are the operator's to fill in
     assert s["powerLimit"] == {"mode": "optimize", "warmupSteps": 10, "measureSteps": 40}
     assert s["batchSizes"]["env"] == "KWATT_BATCH_SIZE"
     assert s["target"]["higherIsBetter"] is True
@@ -178,6 +181,9 @@ def test_served_crd_defaults_validates_and_prints(
     # What the API server stored, the operator's parser accepts, with the same values.
     parsed = spec.parse_spec(s)
     assert parsed.objective.eta == 0.5 and parsed.power_limit.mode == "optimize"
+    assert parsed.objective.beta == 2
+    own = spec.parse_spec(s, spec.ObjectiveDefaults(eta=0.8, beta=3))
+    assert (own.objective.eta, own.objective.beta) == (0.8, 3)
 
     bad = {**SPEC, "objective": {"eta": 1.5}}
     with pytest.raises(ApiException) as info:

@@ -1,6 +1,6 @@
 """The reconcile pass as a table of cases, on plain dicts: no cluster.
 
-Every expectation is worked out from the contracts (DESIGN.md, the exactly-once rules
+Every expectation is worked out from the contracts (docs/design.md, the exactly-once rules
 in reconcile.py's docstring, Kubernetes' conventions for conditions), not read back
 from the code: a run is written to `status.active` before its Job exists, a finished
 Job is moved to `history` (policy fed, totals added) in one status write, and a pass

@@ -1,5 +1,5 @@
 """Parsing a TrainingJob spec: typed values with the CRD's defaults, and sentences naming
-the field for every problem (DESIGN.md, "TrainingJob")."""
+the field for every problem (docs/design.md, "The TrainingJob")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zeus's batch-size policy, re-implemented from its description (REFERENCE.md).
+"""Zeus's batch-size policy, re-implemented from its description (docs/benchmark.md).
 
 Two rounds of pruning, then Gaussian Thompson sampling over the survivors, with
 early stopping at `beta` times the lowest recurrence cost seen. Faithful to
