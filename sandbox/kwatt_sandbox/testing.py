@@ -148,6 +148,24 @@ class Cluster:
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
+    def apply_crd(self, path: Path, name: str, timeout: float = 30) -> None:
+        """Apply a CRD server-side (idempotent: tests of one session share the cluster) and
+        wait until it is Established and its resource is served. `kubectl wait` alone fails
+        ("conditions accessor error") when it asks before the API server has written the new
+        CRD's first conditions, so the wait is retried until the deadline."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        established = ("wait", "--for=condition=Established", f"crd/{name}", "--timeout=5s")
+        eventually(
+            lambda: self.kubectl(*established, check=False, timeout=10).returncode == 0,
+            timeout=timeout,
+            interval=0.2,
+        )
+        eventually(
+            lambda: self.kubectl("get", name, "-A", check=False).returncode == 0,
+            timeout=timeout,
+            interval=0.2,
+        )
+
     def api_client(self, *, proxy: bool = False) -> Any:
         """A `kubernetes.client.ApiClient` configured from the (proxy) kubeconfig."""
         from kubernetes import client, config

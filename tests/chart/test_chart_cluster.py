@@ -29,17 +29,7 @@ CRD = "trainingjobs.kwatt.dev"
 
 def install_crd(cluster: Cluster) -> None:
     """As the docs say to on upgrade: the chart's crds/, applied server-side."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    eventually(
-        lambda: (
-            cluster.kubectl(
-                "wait", "--for=condition=Established", f"crd/{CRD}", check=False
-            ).returncode
-            == 0
-        ),
-        timeout=30,
-        interval=0.2,
-    )
+    cluster.apply_crd(CHART / "crds", CRD)
 
 
 def default_account(cluster: Cluster, namespace: str) -> None:

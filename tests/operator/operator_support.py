@@ -172,18 +172,7 @@ def running_operator(
 ) -> Iterator[Operator]:
     """The CRD installed, the ServiceAccount made, and `kwatt operator` started (unless not
     `start`); stopped, its binding removed and its log's end printed afterwards."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
-    # Right after the apply the CRD may have no conditions yet, and `kubectl wait` says so.
-    eventually(
-        lambda: (
-            cluster.kubectl(
-                "wait", "--for=condition=Established", "crd/trainingjobs.kwatt.dev", check=False
-            ).returncode
-            == 0
-        ),
-        timeout=30,
-        interval=0.2,
-    )
+    cluster.apply_crd(crd_path(), "trainingjobs.kwatt.dev")
     kubeconfig = service_account_kubeconfig(
         cluster, namespace, directory / "operator.kubeconfig", proxy=proxy
     )

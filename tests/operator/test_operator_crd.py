@@ -140,8 +140,7 @@ def _register(cluster: Cluster, api_client: Any, namespace: str) -> Any:
     """Apply the CRD server-side (idempotent: other tests of the session apply it too)."""
     from kubernetes import client
 
-    cluster.kubectl("apply", "--server-side", "-f", str(crd.crd_path()))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}")
+    cluster.apply_crd(crd.crd_path(), crd.CRD_NAME)
     custom = client.CustomObjectsApi(api_client)
     eventually(
         lambda: (

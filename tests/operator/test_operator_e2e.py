@@ -135,16 +135,7 @@ def test_operator_in_a_pod_uses_its_service_account(
     KUBERNETES_SERVICE_* variables) and runs a TrainingJob's first recurrence."""
     from kwatt_sandbox.controlplane.cluster import free_port
 
-    sandbox.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
-    eventually(
-        lambda: (
-            sandbox.kubectl(
-                "wait", "--for=condition=Established", f"crd/{CRD_NAME}", check=False
-            ).returncode
-            == 0
-        ),
-        timeout=30,
-    )
+    sandbox.apply_crd(crd_path(), CRD_NAME)
     service_account_kubeconfig(sandbox, namespace, tmp_path / "unused.kubeconfig")
     pod = {
         "apiVersion": "v1",

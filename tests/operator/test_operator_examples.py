@@ -52,8 +52,7 @@ def _default_choice(doc: dict[str, Any]) -> Choice:
 
 @pytest.fixture(scope="module")
 def crd_installed(cluster: Cluster) -> Cluster:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
+    cluster.apply_crd(crd_path(), CRD_NAME)
     return cluster
 
 
@@ -123,8 +122,7 @@ def test_sandbox_example_runs_to_its_target(
     """The sandbox example's first run (default batch size, limits profiled) trains on a
     simulated V100 through the injected sidecar and reaches the trace's target."""
     doc = _load(EXAMPLES / "sandbox-simulated.yaml")
-    sandbox.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
-    sandbox.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}")
+    sandbox.apply_crd(crd_path(), CRD_NAME)
     tj = create_returning(sandbox, doc, namespace)
     settings = sandbox_sidecar(tmp_path)
     job = build_job(tj, 1, _default_choice(tj), settings)

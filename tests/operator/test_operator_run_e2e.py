@@ -51,8 +51,7 @@ def trainingjob(namespace: str) -> dict[str, Any]:
 
 @pytest.mark.timeout(120)
 def test_built_job_completes_and_reports(sandbox: Cluster, namespace: str, tmp_path: Path) -> None:
-    sandbox.kubectl("apply", "--server-side", "-f", str(crd_path()))
-    sandbox.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.kwatt.dev")
+    sandbox.apply_crd(crd_path(), "trainingjobs.kwatt.dev")
     tj = create_returning(sandbox, trainingjob(namespace), namespace)
     settings = sandbox_sidecar(tmp_path)
     job = build_job(tj, 1, Choice(256, None, None, "explore"), settings)

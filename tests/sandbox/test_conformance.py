@@ -128,14 +128,7 @@ def processes_with(text: str) -> list[int]:
 
 
 def install_crd(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/trainingjobs.kwatt.dev",
-        "--timeout=60s",
-        timeout=70,
-    )
+    cluster.apply_crd(CRD, "trainingjobs.kwatt.dev", timeout=60)
 
 
 class LineReader:

@@ -108,9 +108,7 @@ class Kopf:
 def widget_crd(cluster: Cluster) -> None:
     """Apply the Widget CRD server-side: idempotent, as other tests of the session apply it.
     Served, too: kopf (scanning off) resolves it once, from discovery, when it starts."""
-    cluster.kubectl("apply", "--server-side", "-f", str(MANIFEST))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=30s")
-    eventually(lambda: cluster.kubectl("get", CRD, "-A", check=False).returncode == 0)
+    cluster.apply_crd(MANIFEST, CRD)
 
 
 @pytest.fixture
