@@ -201,7 +201,7 @@ def reconcile(
 
     # 2. A new run, when one is asked for and allowed.
     request = str((meta.get("annotations") or {}).get(ANNOTATION_RUN_REQUEST, ""))
-    scheduled = _scheduled(status, meta, spec, now, plan)
+    scheduled, missed_warning = _scheduled(status, meta, spec, now, plan)
     reason = _trigger(status, request) or ("on schedule" if scheduled else "")
     if reason and spec.suspend:
         reason = ""  # held until resumed; the request stays pending
@@ -220,6 +220,8 @@ def reconcile(
             status["lastRunRequest"] = request
         if scheduled is not None:
             status["lastScheduleTime"] = cond.timestamp(scheduled)
+            if missed_warning:  # once, as the latest time starts, not on every held pass
+                plan.events.append(Event("Warning", "TooManyMissedRuns", missed_warning))
         choice, state = policy.choose(state, [int(a["batchSize"]) for a in active])
         run = int(status.get("runs") or 0) + 1
         entry = {
@@ -279,28 +281,26 @@ def _scheduled(
     spec: TrainingJobSpec,
     now: datetime,
     plan: Plan,
-) -> datetime | None:
-    """The scheduled time due now (CronJob's rules, schedule.py), if any; sets when the
-    shell should look again. A due time held by Forbid or suspend stays due (within
+) -> tuple[datetime | None, str]:
+    """The scheduled time due now (CronJob's rules, schedule.py), if any, and the warning
+    to give when it starts if too many times before it were missed; sets when the shell
+    should look again. A due time held by Forbid or suspend stays due (within
     startingDeadlineSeconds), as CronJob starts it late rather than never."""
     if not spec.schedule:
-        return None
+        return None, ""
     schedule = parse_schedule(spec.schedule, spec.time_zone)
     last = _time(status.get("lastScheduleTime"))
     created = _time(meta.get("creationTimestamp")) or now
     found = due(schedule, last, created, now, starting_deadline_s=spec.starting_deadline_seconds)
     if found.next is not None:
         plan.requeue_after_s = max(1.0, (found.next - now).total_seconds())
+    warning = ""
     if found.too_many:
-        plan.events.append(
-            Event(
-                "Warning",
-                "TooManyMissedRuns",
-                f"More than {found.missed} scheduled runs were missed; only the latest starts. "
-                "Set spec.startingDeadlineSeconds to bound the catch-up.",
-            )
+        warning = (
+            f"More than {found.missed} scheduled runs were missed; only the latest starts. "
+            "Set spec.startingDeadlineSeconds to bound the catch-up."
         )
-    return found.time
+    return found.time, warning
 
 
 def _time(value: Any) -> datetime | None:

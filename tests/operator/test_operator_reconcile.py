@@ -1115,6 +1115,36 @@ def test_schedule_starts_the_due_run_once_and_says_when_to_look_again() -> None:
     assert at_1020.requeue_after_s == pytest.approx(10 * 60)
 
 
+class ScheduledWorld(World):
+    """A World whose TrainingJob was created at T0, as the API server would stamp it."""
+
+    def tj(self) -> Obj:
+        tj = super().tj()
+        tj["metadata"]["creationTimestamp"] = T0.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return tj
+
+
+def test_too_many_missed_runs_is_one_warning_when_the_latest_starts() -> None:
+    """An every-minute TrainingJob whose first run (Forbid) holds the schedule for three
+    hours has missed about 180 times, more than CronJob's 100: while the run is in flight
+    nothing starts and nothing is said on every pass; when it is recorded the latest time
+    starts with one TooManyMissedRuns warning, and the passes after it repeat none."""
+    world = ScheduledWorld(schedule="* * * * *", concurrencyPolicy="Forbid")
+    world.step()  # run 1, on create
+    world.now = T0 + timedelta(hours=3)
+    held = [world.step() for _ in range(3)]
+    assert all(p.create == [] and p.events == [] for p in held)
+    world.finish("cifar-run-1", report(DEFAULT))
+    starts = world.step()
+    assert [j["metadata"]["name"] for j in starts.create] == ["cifar-run-2"]
+    assert world.status["active"][0]["trigger"] == "on schedule"
+    warnings = [e for e in starts.events if e.reason == "TooManyMissedRuns"]
+    assert len(warnings) == 1 and warnings[0].type == "Warning"
+    assert "startingDeadlineSeconds" in warnings[0].message
+    after = [world.step() for _ in range(3)]
+    assert all(e.reason != "TooManyMissedRuns" for p in after for e in p.events)
+
+
 def test_ttl_deletes_a_recorded_runs_job_only_after_its_time() -> None:
     """ttlSecondsAfterFinished is applied to recorded runs only, counted from the Job's
     completion: kept before (and the pass asks to look again when it expires), deleted after;
