@@ -1,14 +1,19 @@
 """Real Zeus's regret on the bundled traces, stored for the test of the `zeus` policy.
 
     .venv/bin/python benchmarks/zeus_peer_figures.py [--seeds 100] [--eta 0.5] [--beta 2]
-        [--gpu v100 --gpu p100] [--out tests/core/data/zeus_upstream.json]
+        [--noise realistic|none] [--gpu v100 --gpu p100] [--out tests/core/data/zeus_upstream.json]
 
 Runs PyPI's zeus==0.16.0 (its own legacy trace simulator, through `kwatt_core.sim.peer`,
 which builds its environment once) on every workload of each GPU's trace, with kwatt's
 recurrence count (2 x batch sizes x power limits) and seed numbers 0 .. seeds-1, and
 writes each workload's per-seed regret, as % of the oracle's expected cost over the same
-recurrences (all of them, and the first 20), to `--out`. `tests/core/test_zeus_fidelity.py`
-checks the `zeus` policy against these figures, so `make test` needs no Zeus environment.
+recurrences (all of them, and the first 20), and last-10 energy saving, to `--out`. With
+`--noise realistic` (the benchmark's default) both simulators run in the same noisy world
+(kwatt_core.sim.simulator's `Noise`, which the peer's runner applies to upstream's
+simulator too), and the noise is stored beside the figures, so that the test runs the
+`zeus` policy under the same.
+`tests/core/test_zeus_fidelity.py` checks the `zeus` policy against these figures, so
+`make test` needs no Zeus environment.
 It also prints the `zeus` policy's figures beside them (upstream charge, same seeds).
 
 100 seeds, not the benchmark's 20: a seed's regret has a long tail (a rare unlucky
@@ -22,6 +27,7 @@ results are cached beside the peer environment, so running this again is quick.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -31,9 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from kwatt_core.policies import ZeusPolicy
-from kwatt_core.sim.bench import FIRST, BenchConfig, recurrences_for, regret_pct_per_seed
+from kwatt_core.sim.bench import (
+    FIRST,
+    BenchConfig,
+    last10_saving_pct_per_seed,
+    recurrences_for,
+    regret_pct_per_seed,
+)
 from kwatt_core.sim.peer import ZEUS_VERSION, run_peer
-from kwatt_core.sim.simulator import SimConfig, cost_model_for, simulate_job
+from kwatt_core.sim.simulator import NO_NOISE, Noise, SimConfig, cost_model_for, simulate_job
 from kwatt_core.sim.trace import load_workloads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,27 +72,31 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--eta", type=float, default=0.5)
     parser.add_argument("--beta", type=float, default=2.0)
+    parser.add_argument("--noise", choices=["realistic", "none"], default="realistic")
     parser.add_argument("--gpu", action="append", help="default: v100 and p100")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     gpus = args.gpu or ["v100", "p100"]
+    noise = Noise() if args.noise == "realistic" else NO_NOISE
     command = (
         f".venv/bin/python benchmarks/zeus_peer_figures.py --seeds {args.seeds} "
-        f"--eta {args.eta:g} --beta {args.beta:g} " + " ".join(f"--gpu {g}" for g in gpus)
+        f"--eta {args.eta:g} --beta {args.beta:g} --noise {args.noise} "
+        + " ".join(f"--gpu {g}" for g in gpus)
     )
     data: dict[str, Any] = {
         "command": command,
         "peer": f"zeus=={ZEUS_VERSION}, zeus._legacy Simulator.simulate_one_job",
         "eta": args.eta,
         "beta": args.beta,
+        "noise": dataclasses.asdict(noise),
         "seeds": list(range(args.seeds)),
         "gpus": {},
     }
-    config = BenchConfig(seeds=args.seeds, sim=SimConfig(args.eta, args.beta, "upstream"))
+    config = BenchConfig(seeds=args.seeds, sim=SimConfig(args.eta, args.beta, "upstream", noise))
     for gpu in gpus:
         traces = load_workloads(TRACE_DIR, gpu)
         counts = {t.spec.name: recurrences_for(t, config) for t in traces}
-        peer = run_peer(traces, TRACE_DIR, args.seeds, counts, args.eta, args.beta)
+        peer = run_peer(traces, TRACE_DIR, args.seeds, counts, args.eta, args.beta, noise=noise)
         data["versions"] = peer.versions
         workloads = {}
         for trace in traces:
@@ -102,6 +118,9 @@ def main() -> int:
                 "oracle_expected_cost": oracle_cost,
                 "regret_pct": [round(x, 6) for x in real],
                 "regret_first20_pct": [round(x, 6) for x in first20_pct(runs, oracle_cost)],
+                "last10_energy_saving_pct": [
+                    round(x, 6) for x in last10_saving_pct_per_seed(runs, trace, args.eta)
+                ],
             }
             (m_real, se_real), (m_mine, se_mine) = mean_se(real), mean_se(mine)
             spread = math.hypot(se_real, se_mine)

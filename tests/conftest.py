@@ -9,6 +9,8 @@ simulated nodes skip there.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,13 +21,20 @@ import pytest
 from kwatt_sandbox.testing import Cluster, external_cluster, running_sandbox
 
 EXTERNAL = "KWATT_TEST_KUBECONFIG"
+# With EXTERNAL, the ready file of the sandbox it points at, when it is one (tools/mutation.py
+# starts one for a part's cluster tests): tests can then read its audit log.
+SANDBOX_STATE = "KWATT_TEST_SANDBOX_STATE"
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     external = os.environ.get(EXTERNAL)
     if external:
-        yield external_cluster(Path(external))
+        cluster = external_cluster(Path(external))
+        ready = os.environ.get(SANDBOX_STATE)
+        if ready:  # a sandbox started elsewhere: its state (the audit log's folder) too
+            cluster = dataclasses.replace(cluster, state=json.loads(Path(ready).read_text()))
+        yield cluster
         return
     with running_sandbox(tmp_path_factory.mktemp("sandbox")) as sandbox:
         yield sandbox

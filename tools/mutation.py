@@ -30,6 +30,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 HOOKS = REPO / "tools" / "mutation_hooks"
 WORK = REPO / ".mutation"
 # Data the tests read through paths relative to the repository root.
-DATA = ("traces", "crds", "examples")
+DATA = ("traces", "crds", "examples", "operator/rbac", "benchmarks")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class Part:
     rate: float  # the share of its mutants run by default
     deselect: dict[str, str] = field(default_factory=dict)  # node id -> why
     keep: dict[str, str] = field(default_factory=dict)  # file never mutated -> why
+    # Test files that need the cluster and still run under mutation, against one sandbox
+    # started for the part, but only for the mutants of these modules: the thin shell
+    # around the API server, which only tests against a real one can check.
+    cluster_tests: tuple[str, ...] = ()
+    cluster_modules: tuple[str, ...] = ()
 
 
 # Measured on 2 cores (docs/testing.md): a mutant costs about 2 s of wall time in core,
@@ -82,9 +88,21 @@ PARTS: dict[str, Part] = {
         },
     ),
     "sidecar": Part("sidecar", "kwatt_sidecar", ("tests/sidecar",), rate=0.02),
-    "operator": Part("operator", "kwatt_operator", ("tests/operator",), rate=0.035),
+    "operator": Part(
+        "operator",
+        "kwatt_operator",
+        ("tests/operator",),
+        rate=0.035,
+        cluster_tests=(
+            "tests/operator/test_operator_kube.py",
+            "tests/operator/test_operator_kopf.py",
+        ),
+        cluster_modules=("kwatt_operator.kube", "kwatt_operator.handlers"),
+    ),
 }
 
+# Every file gets at least this many of its mutants run, whatever the rate (`pick`).
+MIN_PER_FILE = 10
 DEF = ("def ", "async def ")
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
 UNDETECTED = {"survived", "no tests"}
@@ -165,12 +183,32 @@ def stage(part: Part, only: list[str]) -> Path:
     return where
 
 
+def _position(name: str) -> int:
+    """A mutant's place in the sampling order: the first 8 bytes of the SHA-256 of its name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+
+
 def in_sample(name: str, rate: float) -> bool:
-    """Whether a mutant is in the sample: the first 8 bytes of the SHA-256 of its name,
-    read as a fraction of 2^64, fall below the rate. Each mutant's fate depends on its name
-    alone, so an edit elsewhere never changes which of a function's mutants are run."""
-    digest = hashlib.sha256(name.encode()).digest()
-    return int.from_bytes(digest[:8], "big") < rate * 2**64
+    """Whether a mutant is in the sample: its position, read as a fraction of 2^64, falls
+    below the rate. Each mutant's fate depends on its name alone, so an edit elsewhere
+    never changes which of a function's mutants are run."""
+    return _position(name) < rate * 2**64
+
+
+def pick(generated: dict[str, list[str]], rate: float, minimum: int) -> list[str]:
+    """The sample: every mutant `in_sample` at `rate`, and, in a file where that leaves fewer
+    than `minimum`, that file's first `minimum` in the same order (all, if it has fewer).
+    A small file at a rate of a few percent would otherwise have no mutant run and no score;
+    the top-up is the same mutants run after run, and a lower rate's sample is still part of
+    a higher one's."""
+    names: list[str] = []
+    for file_names in generated.values():
+        chosen = [n for n in file_names if in_sample(n, rate)]
+        if len(chosen) < minimum:
+            first = set(sorted(file_names, key=_position)[:minimum])
+            chosen = [n for n in file_names if n in first]
+        names.extend(chosen)
+    return names
 
 
 def enumerate_mutants(where: Path) -> dict[str, list[str]]:
@@ -190,14 +228,18 @@ def enumerate_mutants(where: Path) -> dict[str, list[str]]:
     return mutants
 
 
-def run_mutmut(where: Path, part: Part, names: list[str], jobs: int) -> None:
-    env = dict(os.environ)
+def run_mutmut(
+    where: Path, part: Part, names: list[str], jobs: int, extra: dict[str, str] | None = None
+) -> None:
+    env = {**os.environ, **(extra or {})}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(where / "mutants" / "src"), str(HOOKS), *filter(None, [env.get("PYTHONPATH")])]
     )
     env["KWATT_MUTATION_HITS"] = str(where / "hits.txt")
     env["KWATT_MUTATION_DURATIONS"] = str(where / "durations.json")
     env["KWATT_MUTATION_DESELECT"] = "\n".join(part.deselect)
+    env["KWATT_MUTATION_CLUSTER_TESTS"] = "\n".join(part.cluster_tests)
+    env["KWATT_MUTATION_CLUSTER_MODULES"] = "\n".join(part.cluster_modules)
     env.pop("MUTANT_UNDER_TEST", None)
     mutmut = Path(sys.executable).parent / "mutmut"
     log = where / "mutmut.log"
@@ -213,6 +255,31 @@ def run_mutmut(where: Path, part: Part, names: list[str], jobs: int) -> None:
     if done.returncode != 0:
         tail = log.read_text(errors="replace").replace("\r", "\n").splitlines()[-40:]
         sys.exit(f"mutmut failed on {part.root} (exit {done.returncode}):\n" + "\n".join(tail))
+
+
+@contextmanager
+def cluster_for(part: Part, names: list[str]) -> Iterator[dict[str, str]]:
+    """The environment that points the part's cluster tests at a cluster: the one in
+    KWATT_TEST_KUBECONFIG if set, else a sandbox started here for the whole part (about
+    5 s), stopped after. Nothing when no sampled mutant is in a module they judge."""
+    modules = tuple(f"{m}." for m in part.cluster_modules)
+    if not part.cluster_tests or not any(n.startswith(modules) for n in names):
+        yield {}
+        return
+    external = os.environ.get("KWATT_TEST_KUBECONFIG")
+    if external:
+        yield {"KWATT_TEST_KUBECONFIG": external}
+        return
+    from kwatt_sandbox.testing import running_sandbox
+
+    where = WORK / part.root / "sandbox"
+    with running_sandbox(where, stop_with_parent=True) as cluster:
+        # The ready file too: tests can read the sandbox's audit log (tests/conftest.py).
+        ready = where / "ready.json"
+        yield {
+            "KWATT_TEST_KUBECONFIG": str(cluster.kubeconfig),
+            "KWATT_TEST_SANDBOX_STATE": str(ready),
+        }
 
 
 def _def_line(source: str, function: str, cls: str | None) -> int | None:
@@ -344,6 +411,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="GLOB",
         help="mutate only these files, e.g. core/kwatt_core/cost.py (repeatable)",
     )
+    parser.add_argument(
+        "--min-per-file",
+        type=int,
+        default=MIN_PER_FILE,
+        metavar="N",
+        help=f"run at least N mutants of every file, all if it has fewer (default {MIN_PER_FILE})",
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument(
         "--survivors",
@@ -367,10 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         where = stage(part, only)
         generated = enumerate_mutants(where)
         rate = part.rate if args.rate is None else args.rate
-        names = [n for names in generated.values() for n in names if in_sample(n, rate)]
+        names = pick(generated, rate, args.min_per_file)
         total = sum(len(n) for n in generated.values())
         print(
-            f"{part.root}: {len(names)} of {total} mutants (rate {rate:g}), "
+            f"{part.root}: {len(names)} of {total} mutants (rate {rate:g}, at least "
+            f"{args.min_per_file} a file), "
             f"{args.jobs} jobs; log in {where.relative_to(REPO)}/mutmut.log",
             flush=True,
         )
@@ -378,8 +453,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{part.root}: not run under mutation: {test}: {why}")
         for path, why in part.keep.items():
             print(f"{part.root}: not mutated: {path}: {why}")
+        if part.cluster_tests:
+            print(
+                f"{part.root}: run against a sandbox, for the mutants of "
+                f"{', '.join(part.cluster_modules)} only: {', '.join(part.cluster_tests)}"
+            )
         if names:
-            run_mutmut(where, part, names, args.jobs)
+            with cluster_for(part, names) as extra:
+                run_mutmut(where, part, names, args.jobs, extra)
         result = collect(where, part, generated, set(names))
         result.seconds = time.monotonic() - t0
         results.append(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from kwatt_cli import bench_carbon
 from kwatt_cli.errors import CommandError, UsageError
 from kwatt_core.sim import peer as peer_mod
 from kwatt_core.sim.bench import (
@@ -21,7 +23,7 @@ from kwatt_core.sim.bench import (
     recurrences_for,
     summary_row,
 )
-from kwatt_core.sim.simulator import SimConfig
+from kwatt_core.sim.simulator import NO_NOISE, Noise, SimConfig
 from kwatt_core.sim.trace import TraceError, load_workloads
 
 HELP = (
@@ -36,7 +38,7 @@ COLUMNS = [
     "cost kWh",
     "regret",
     "regret %",
-    "regret@20",
+    "regret@20 %",
     "last10 save%",
     "last10 time%",
     "converged",
@@ -56,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workload", action="append", help="only this workload (repeatable)")
     parser.add_argument(
-        "--seeds", type=int, default=5, help="seeds per workload and policy (default: 5)"
+        "--seeds", type=int, default=20, help="seeds per workload and policy (default: 20)"
     )
     parser.add_argument(
         "--recurrences",
@@ -77,6 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="profiling charge: step by step (default) or upstream's first epoch at the mean",
     )
     parser.add_argument(
+        "--noise",
+        choices=["realistic", "none"],
+        default="realistic",
+        help=(
+            "realistic (default): noisy epochs and profiling windows, the run's epoch cost "
+            "known as the sidecar measures it; none: the trace's exact figures"
+        ),
+    )
+    parser.add_argument(
         "--policy", action="append", choices=POLICIES, help="only this policy (repeatable)"
     )
     parser.add_argument(
@@ -92,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json", action="store_true", help="print one JSON object instead of tables"
     )
     parser.add_argument("--plot", type=Path, help="also write a PNG chart of regret per workload")
+    bench_carbon.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
         config = BenchConfig(
             seeds=args.seeds,
             recurrences=args.recurrences,
-            sim=SimConfig(eta=args.eta, beta=args.beta, charge=args.charge),
+            sim=SimConfig(
+                eta=args.eta,
+                beta=args.beta,
+                charge=args.charge,
+                noise=Noise() if args.noise == "realistic" else NO_NOISE,
+            ),
             policies=tuple(args.policy) if args.policy else POLICIES,
         )
         traces = load_workloads(args.trace_dir, args.gpu, args.workload)
@@ -107,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise UsageError(f"--plot needs a .png file name, got {args.plot}.")
+    carbon_bench = bench_carbon.load(args)
 
     started = time.monotonic()
     peer_runs: dict[str, Any] = {}
@@ -121,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         peers = {peer_mod.ROW: peer_runs[trace.spec.name]} if peer_runs else None
         results.append(bench_workload(trace, config, progress.tick, peers))
     progress.close()
+    carbon_info = bench_carbon.extend(carbon_bench, config, traces, results)
     report: dict[str, Any] = {
         "gpu": args.gpu,
         "trace_dir": str(args.trace_dir),
@@ -128,16 +147,20 @@ def run(args: argparse.Namespace) -> int:
         "beta": args.beta,
         "seeds": args.seeds,
         "charge": args.charge,
+        "noise": dataclasses.asdict(config.sim.noise),
         "peer": peer_info,
         "elapsed_s": round(time.monotonic() - started, 3),
         "workloads": results,
     }
+    if carbon_info is not None:
+        report["carbon"] = carbon_info
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         _print_tables(report, sys.stdout)
         _print_summary(report, sys.stdout)
+        bench_carbon.print_summary(report, sys.stdout)
     if args.plot is not None:
         _plot(report, args.plot)
     return 0
@@ -158,6 +181,7 @@ def _run_peer(
             {t.spec.name: recurrences_for(t, config) for t in traces},
             config.sim.eta,
             config.sim.beta,
+            noise=config.sim.noise,
             peer=args.peer,
         )
     except peer_mod.PeerError as exc:
@@ -198,12 +222,18 @@ class _Progress:
             self.stream.flush()
 
 
+def _noisy(report: dict[str, Any]) -> bool:
+    return any(v for k, v in report["noise"].items() if k.endswith("_sd"))
+
+
 def _print_tables(report: dict[str, Any], out: TextIO) -> None:
     out.write(
         f"kwatt bench: {report['gpu']} trace, eta {report['eta']}, beta {report['beta']}, "
-        f"{report['seeds']} seeds, {report['charge']} profiling charge "
-        f"({report['elapsed_s']:.1f} s). Energy, cost and regret in kWh(-equivalent); "
-        "regret % of the oracle's expected cost, ± its standard error over seeds.\n"
+        f"{report['seeds']} seeds, {report['charge']} profiling charge, "
+        f"{'noisy' if _noisy(report) else 'exact'} epochs and profiling windows "
+        f"({report['elapsed_s']:.1f} s). Energy, cost and regret in kWh(-equivalent); regret % "
+        "of the oracle's expected cost over the same recurrences; ± a standard error over "
+        "seeds.\n"
     )
     peer = report.get("peer")
     if peer:

@@ -412,7 +412,25 @@ def render_table(report: JobReport) -> str:
         lines.append("; ".join(keys) + ".")
     lines.append("")
     lines += [_wrap(p) for p in _summary(report, energy, unit)]
+    if report.carbon is not None:
+        lines.append(_wrap(_carbon_line(report.carbon)))
     return "\n".join(lines) + "\n"
+
+
+def _carbon_line(carbon: dict[str, Any]) -> str:
+    """The carbon-aware runs against the same work without carbon awareness (docs/carbon.md)."""
+    runs = int(carbon["runs"])
+    text = (
+        f"Carbon: {carbon['grams'] / 1000:,.2f} kg CO2 over {runs} carbon-aware "
+        f"run{'' if runs == 1 else 's'}; the same work at kwatt's limit without carbon "
+        f"awareness, over the same hours: {carbon['baselineGrams'] / 1000:,.2f} kg"
+    )
+    saved, added = carbon.get("savedPercent"), carbon.get("timeAddedPercent")
+    if saved is not None:
+        text += f", {abs(saved):.2f}% {'less' if saved >= 0 else 'more'} carbon"
+    if added is not None:
+        text += f", time {abs(added):.2f}% {'longer' if added >= 0 else 'shorter'}"
+    return text + "."
 
 
 def _header(report: JobReport) -> str:

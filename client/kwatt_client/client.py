@@ -74,6 +74,17 @@ def _hung_up(sock: socket.socket) -> bool:
         return True
 
 
+def _stop_reason(reply: Mapping[str, Any]) -> str:
+    """Why the sidecar says to stop: "" unless it says stop, and when it gives no reason."""
+    return str(reply.get("reason") or "") if reply.get("stop") else ""
+
+
+def _answered(path: str, status: int, reply: Mapping[str, Any]) -> str:
+    """A refusal or a server error, with the sidecar's sentence when it sent one."""
+    error = reply.get("error")
+    return f"{path} answered {status}: {error}" if error else f"{path} answered {status}"
+
+
 class Kwatt:
     """Talks to the sidecar. Every method is safe to call whatever the sidecar's state.
 
@@ -131,14 +142,14 @@ class Kwatt:
             body["steps_per_epoch"] = self.steps_per_epoch
         reply = self._call("POST", "/v1/begin", body)
         if reply is not None:
-            self.profiling = bool(reply.get("profiling", False))
+            self.profiling = bool(reply.get("profiling"))
 
     def step(self) -> None:
         """A training step begins. A no-op (no call at all) once profiling is over."""
         if not self.profiling or self.quiet:
             return
         reply = self._call("POST", "/v1/step", None)
-        self.profiling = bool(reply.get("profiling", False)) if reply is not None else False
+        self.profiling = bool(reply.get("profiling")) if reply is not None else False
 
     def epoch_end(self, metric: Any = None) -> None:
         """An epoch ended, with its validation metric if there is one.
@@ -152,7 +163,7 @@ class Kwatt:
         if reply is not None:
             self.profiling = bool(reply.get("profiling", self.profiling))
             if reply.get("stop"):
-                self.stop_reason = str(reply.get("reason", ""))
+                self.stop_reason = _stop_reason(reply)
 
     def _metric(self, metric: Any) -> float | None:
         if metric is None:
@@ -180,9 +191,8 @@ class Kwatt:
         reply = self._call("GET", "/v1/should-stop", None)
         if reply is None:
             return False
-        stop = bool(reply.get("stop", False))
-        self.stop_reason = str(reply.get("reason", "")) if stop else ""
-        return stop
+        self.stop_reason = _stop_reason(reply)
+        return bool(reply.get("stop"))
 
     def end(self, failed: bool = False, reached: bool | None = None) -> None:
         """Training finished (or failed). Safe to call more than once."""
@@ -243,11 +253,10 @@ class Kwatt:
     ) -> tuple[int, bytes]:
         conn = self._connection()
         conn.request(method, path, body=payload, headers=headers)
+        # An answer with `Connection: close` makes http.client drop the socket itself
+        # (conn.sock is None then), so the next call opens a new connection.
         response = conn.getresponse()
-        data = response.read()
-        if response.getheader("Connection", "").lower() == "close":
-            self.close()
-        return response.status, data
+        return response.status, response.read()
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any] | None:
         """One call, tried twice at most: a lost connection, a timeout or a 5xx is retried
@@ -255,8 +264,7 @@ class Kwatt:
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         self._calls += 1
         headers = {
-            "Content-Type": "application/json",
-            "Content-Length": str(len(payload)),
+            "Content-Type": "application/json",  # http.client adds the Content-Length
             "Kwatt-Call": f"{self._client_id}-{self._calls}",
         }
         why = ""
@@ -275,10 +283,10 @@ class Kwatt:
                 self._go_quiet(f"{path} answered with something that is not a JSON object")
                 return None
             if status >= 500:
-                why = f"{path} answered {status}: {reply.get('error', '')}"
+                why = _answered(path, status, reply)
                 continue
             if status >= 400:
-                self._go_quiet(f"{path} answered {status}: {reply.get('error', '')}")
+                self._go_quiet(_answered(path, status, reply))
                 return None
             return reply
         self._go_quiet(why)

@@ -20,7 +20,7 @@ class CacheError(ValueError):
 
 def cache_root() -> Path:
     """$KWATT_CACHE_DIR (absolute), else $XDG_CACHE_HOME/kwatt, else ~/.cache/kwatt."""
-    configured = os.environ.get("KWATT_CACHE_DIR", "")
+    configured = os.environ.get("KWATT_CACHE_DIR")
     if configured:
         root = Path(configured).expanduser()
         if not root.is_absolute():
@@ -29,7 +29,7 @@ def cache_root() -> Path:
                 "set it to one, or unset it to use ~/.cache/kwatt."
             )
         return root
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    xdg = os.environ.get("XDG_CACHE_HOME")
     # The XDG spec says to ignore a relative XDG_CACHE_HOME.
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "kwatt"

@@ -30,6 +30,20 @@ ENV_STATE_DIR = "KWATT_STATE_DIR"  # node directory (hostPath) of per-GPU restor
 ENV_SIM_GPU_DIR = "KWATT_SIM_GPU_DIR"  # simulated GPUs only: the node's device directory
 ENV_SAMPLE_INTERVAL = "KWATT_SAMPLE_INTERVAL_S"  # power sampling where no energy counter exists
 ENV_LOG_LEVEL = "KWATT_LOG_LEVEL"  # INFO (default) | DEBUG | WARNING
+# Carbon-aware limits (spec.objective.carbon, docs/carbon.md); no KWATT_CARBON_SOURCE: off
+ENV_CARBON_SOURCE = "KWATT_CARBON_SOURCE"  # uk | electricitymaps | watttime | file | csv
+ENV_CARBON_URL = "KWATT_CARBON_URL"  # the provider's endpoint (WattTime: its base URL)
+ENV_CARBON_ZONE = "KWATT_CARBON_ZONE"  # UK region id, ElectricityMaps zone, WattTime region
+ENV_CARBON_FILE = "KWATT_CARBON_FILE"  # file and csv sources: the mounted ConfigMap key
+ENV_CARBON_SECRET_DIR = "KWATT_CARBON_SECRET_DIR"  # the mounted Secret (token, username, password)
+ENV_CARBON_INTERVAL = "KWATT_CARBON_INTERVAL_S"  # seconds between decisions
+ENV_CARBON_FORECAST = "KWATT_CARBON_FORECAST"  # last | daily
+ENV_CARBON_MAX_AGE = "KWATT_CARBON_MAX_AGE_S"  # older readings are refused
+ENV_CARBON_REFERENCE = "KWATT_CARBON_REFERENCE_G"  # fixed reference intensity, g CO2/kWh
+ENV_CARBON_TIMEOUT = "KWATT_CARBON_TIMEOUT_S"  # an HTTP source's time to answer
+ENV_CARBON_PROFILE = "KWATT_CARBON_PROFILE"  # cached curve: [[limit W, J/step, s/step], ...]
+CARBON_SECRET_DIR = "/var/run/secrets/kwatt-carbon"  # where the operator mounts the Secret
+CARBON_CONFIG_DIR = "/var/run/kwatt-carbon"  # where it mounts the ConfigMap
 # Downward API on the sidecar: labels of /metrics, join-able with DCGM and Kepler
 ENV_POD_NAME = "POD_NAME"
 ENV_POD_NAMESPACE = "POD_NAMESPACE"

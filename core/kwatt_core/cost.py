@@ -50,7 +50,3 @@ class CostModel:
         return (
             self.eta * self.energy_weight * energy_j + (1.0 - self.eta) * self.max_power_w * time_s
         )
-
-    def cost_at_power(self, average_power_w: float, time_s: float) -> float:
-        """Cost of running `time_s` at an average draw of `average_power_w`."""
-        return self.cost(average_power_w * time_s, time_s)

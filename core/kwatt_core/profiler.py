@@ -13,8 +13,10 @@ the limit with the least cost over its window is kept for the rest of the run.
 
 kwatt goes beyond upstream in three ways:
 - `adaptive` search stops descending once the windowed cost has risen
-  `patience` times in a row past the best seen, since cost against limit is
-  close to unimodal and the lower limits past a rise are rarely better;
+  `patience` times in a row past the best seen, by more than `rise_margin`
+  at the end (a rise within a window's measurement noise is no rise), since
+  cost against limit is close to unimodal and the lower limits past a rise
+  are rarely better;
 - epochs shorter than the schedule shrink the schedule to fit them instead of
   cancelling forever (upstream never finishes profiling then);
 - a cached optimum for this batch size skips profiling entirely.
@@ -95,6 +97,7 @@ class ProfilerConfig:
     patience: int = 2
     tie_tolerance: float = 0.005
     adapt_short_epochs: bool = True
+    rise_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.limits_w:
@@ -107,6 +110,8 @@ class ProfilerConfig:
             raise ProfilerError(f"tie_tolerance must be in [0, 1), got {self.tie_tolerance}.")
         if self.patience < 1:
             raise ProfilerError(f"patience must be at least 1, got {self.patience}.")
+        if not 0.0 <= self.rise_margin < 1.0:
+            raise ProfilerError(f"rise_margin must be in [0, 1), got {self.rise_margin}.")
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class ProfilerStyle:
     strategy: Strategy
     tie_tolerance: float
     adapt_short_epochs: bool
+    rise_margin: float = 0.0
 
     def config(self, limits_w: Sequence[int], cost_model: CostModel) -> ProfilerConfig:
         return ProfilerConfig(
@@ -124,10 +130,13 @@ class ProfilerStyle:
             strategy=self.strategy,
             tie_tolerance=self.tie_tolerance,
             adapt_short_epochs=self.adapt_short_epochs,
+            rise_margin=self.rise_margin,
         )
 
 
-KWATT_PROFILING = ProfilerStyle("adaptive", 0.005, True)
+# kwatt's rise margin: three spreads of the difference of two real 40-step windows' costs,
+# 3 x sqrt(2) x 4.5% (docs/benchmark.md).
+KWATT_PROFILING = ProfilerStyle("adaptive", 0.005, True, 0.19)
 UPSTREAM_PROFILING = ProfilerStyle("exhaustive", 0.0, False)
 
 
@@ -266,17 +275,18 @@ def _should_stop_descending(config: ProfilerConfig, measured: Sequence[Measureme
     """Adaptive search: stop once the cost has risen `patience` times in a row past the best."""
     if config.strategy == "exhaustive" or len(measured) <= config.patience:
         return False
-    best = min(m.cost for m in measured)
+    best = min(m.cost / m.steps for m in measured)
     tail = measured[-(config.patience + 1) :]
-    rising = all(b.cost > a.cost for a, b in pairwise(tail))
-    return rising and tail[-1].cost > best and tail[0].cost >= best
+    rising = all(b.cost / b.steps > a.cost / a.steps for a, b in pairwise(tail))
+    clear = tail[-1].cost / tail[-1].steps > (1.0 + config.rise_margin) * best
+    return rising and clear
 
 
 def _finish(config: ProfilerConfig, state: ProfilerState, reason: str) -> Step:
     if state.measurements:
         chosen = choose_limit(state.measurements, config.tie_tolerance)
     else:
-        # Nothing could be measured: stay at the highest limit, which is the GPU's default.
+        # Nothing could be measured: stay at the highest limit, the one the GPU had before.
         chosen = max((state.current_w, *state.limits_w))
     final = replace(state, phase="done", chosen_w=chosen, reason=reason, limits_w=())
     return Step(final, chosen if chosen != state.current_w else None)
@@ -291,10 +301,3 @@ def choose_limit(measurements: Sequence[Measurement], tie_tolerance: float) -> i
     best = min(m.cost / m.steps for m in measurements)
     near = [m for m in measurements if m.cost / m.steps <= (1.0 + tie_tolerance) * best]
     return min(near, key=lambda m: (m.energy_j / m.steps, -m.limit_w)).limit_w
-
-
-def best_measurement(state: ProfilerState) -> Measurement | None:
-    """The cheapest window measured so far, if any."""
-    if not state.measurements:
-        return None
-    return min(state.measurements, key=lambda m: m.cost)

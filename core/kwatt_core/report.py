@@ -20,6 +20,7 @@ Result = Literal["reached", "stopped", "exhausted", "failed", "interrupted"]
 Mode = Literal["optimize", "observe", "fixed"]
 RESULTS: tuple[str, ...] = ("reached", "stopped", "exhausted", "failed", "interrupted")
 MODES: tuple[str, ...] = ("optimize", "observe", "fixed")
+CARBON_FIELDS = ("carbon_g", "carbon_baseline_g", "carbon_baseline_time_s", "carbon_failures")
 
 
 class ReportError(ValueError):
@@ -48,6 +49,11 @@ class Report:
     of the run supports, i.e. the highest of their minimums and the lowest of their
     maximums, since one limit is set on all of them. None when no GPU was found
     (and in reports of sidecars older than these fields).
+
+    `start_limit_w`: the highest whole-watt limit the run could set, i.e. the limit its GPUs
+    had when it began (an admin's cap, or the default) within that range; the sidecar put
+    that limit back at the end. None in observe mode and from older sidecars (their top was
+    `max_limit_w`).
     """
 
     result: Result
@@ -65,8 +71,15 @@ class Report:
     gpu_count: int = 1
     min_limit_w: int | None = None
     max_limit_w: int | None = None
+    start_limit_w: int | None = None
     profile: tuple[ProfilePoint, ...] = field(default=())
     note: str = ""
+    # Carbon-aware runs only (docs/carbon.md): grams of CO2 of the run, and of the same work at
+    # kwatt's ordinary limit over the same hours, with the time that would have taken.
+    carbon_g: float | None = None
+    carbon_baseline_g: float | None = None
+    carbon_baseline_time_s: float | None = None
+    carbon_failures: int | None = None  # fetches that failed or answered nonsense
 
     def outcome(self) -> Outcome:
         """What the batch-size policy learns from this run."""
@@ -81,6 +94,33 @@ class Report:
             epochs=self.epochs,
             epoch_cost=self.epoch_cost,
             stopped_early=self.result == "stopped",
+            kept_limit_w=self.limit_w,
+            profile=self.window_costs(),
+        )
+
+    def window_costs(self) -> tuple[tuple[int, float, int, float], ...]:
+        """The profile's windows as the policy gets them (`policies.Window`: limit, cost per
+        step, steps, average power), costed like the run.
+
+        The sidecar's cost model is eta * energy + (1 - eta) * MaxPower * time with MaxPower
+        the limit range's maximum times the GPU count; eta follows from the run's own cost,
+        energy and time. Empty when that cannot be told (no range, or no time)."""
+        if not self.profile or self.max_limit_w is None:
+            return ()
+        max_power = float(self.max_limit_w * self.gpu_count)
+        spare = self.energy_j - max_power * self.time_s
+        if spare >= 0.0:  # drew the maximum power throughout: eta cannot be told
+            return ()
+        eta = min(max((self.cost - max_power * self.time_s) / spare, 0.0), 1.0)
+        return tuple(
+            (
+                p.limit_w,
+                (eta * p.energy_j + (1.0 - eta) * max_power * p.time_s) / p.steps,
+                p.steps,
+                p.energy_j / p.time_s / self.gpu_count,
+            )
+            for p in self.profile
+            if p.steps > 0 and p.time_s > 0
         )
 
     def teaches_policy(self) -> bool:
@@ -117,8 +157,11 @@ def _dump(report: Report) -> str:
     data["profile"] = [
         [p.limit_w, round(p.energy_j, 3), round(p.time_s, 4), p.steps] for p in report.profile
     ]
-    for key in ("energy_j", "time_s", "cost", "epoch_cost", "metric"):
-        if isinstance(data[key], float):
+    for key in (*CARBON_FIELDS, "start_limit_w"):
+        if data[key] is None:
+            del data[key]  # absent unless carbon-aware: reports stay as short as before
+    for key in ("energy_j", "time_s", "cost", "epoch_cost", "metric", *CARBON_FIELDS):
+        if isinstance(data.get(key), float):
             data[key] = round(data[key], 4)
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
@@ -169,6 +212,13 @@ def decode(text: str) -> Report:
             f"Field 'min_limit_w' of the run report ({min_limit_w}) must not exceed "
             f"'max_limit_w' ({max_limit_w})."
         )
+    start = data.get("start_limit_w")
+    start_limit_w = None if start is None else _int_value(start, "start_limit_w", minimum=1)
+    if start_limit_w is not None and not (min_limit_w or 0) <= start_limit_w <= (max_limit_w or 0):
+        raise ReportError(
+            f"Field 'start_limit_w' of the run report ({start_limit_w}) must lie within "
+            f"'min_limit_w' and 'max_limit_w' ({min_limit!r} and {max_limit!r})."
+        )
     return Report(
         result=result,  # type: ignore[arg-type]
         batch_size=_int_value(data.get("batch_size"), "batch_size", minimum=1),
@@ -185,8 +235,15 @@ def decode(text: str) -> Report:
         gpu_count=_int_value(data.get("gpu_count", 1), "gpu_count", minimum=1),
         min_limit_w=min_limit_w,
         max_limit_w=max_limit_w,
+        start_limit_w=start_limit_w,
         profile=tuple(profile),
         note=str(data.get("note", ""))[:1024],
+        carbon_g=_optional_float(data, "carbon_g"),
+        carbon_baseline_g=_optional_float(data, "carbon_baseline_g"),
+        carbon_baseline_time_s=_optional_float(data, "carbon_baseline_time_s"),
+        carbon_failures=None
+        if data.get("carbon_failures") is None
+        else _int_value(data["carbon_failures"], "carbon_failures"),
     )
 
 

@@ -80,6 +80,11 @@ class Hardware:
     slice, no GPU found): the run is then observed only and `note` says why. A range
     that holds no whole watt (kwatt sets whole watts only) is observed only as well,
     with a note from `begin`.
+
+    `start_limit_w` is the lowest limit the GPUs had when the run began (an admin's cap
+    such as `nvidia-smi -pl`, or the default), which the sidecar puts back at the end: the
+    run never sets a limit above it. None when unknown, and the top is then the maximum.
+    The maximum itself stays the cost's MaxPower, so costs compare across runs and caps.
     """
 
     gpu_model: str
@@ -88,6 +93,7 @@ class Hardware:
     max_limit_w: float
     can_limit: bool = True
     note: str = ""
+    start_limit_w: float | None = None
 
     def __post_init__(self) -> None:
         if self.gpu_count < 0:
@@ -111,6 +117,16 @@ class Hardware:
         # Rounded to the milliwatt first: NVML's limits are whole mW.
         low, high = math.ceil(round(self.min_limit_w, 3)), math.floor(round(self.max_limit_w, 3))
         return (low, high) if 0 < low <= high else None
+
+    def settable_range(self) -> tuple[int, int] | None:
+        """The whole watts this run may set: the range, topped at the limit the GPUs had
+        when it began (never above what an admin left them at); None when none is left."""
+        whole = self.limit_range()
+        start = self.start_limit_w
+        if whole is None or start is None or not math.isfinite(start):
+            return whole
+        low, high = whole[0], min(whole[1], math.floor(round(start, 3)))
+        return (low, high) if low <= high else None
 
 
 @dataclass(frozen=True)
@@ -159,29 +175,51 @@ class Transition:
     set_limit_w: int | None = None
 
 
-def _clamp(hw: Hardware, watts: float) -> int:
-    """A whole-watt limit the GPUs accept: rounded, then kept inside the range rounded
-    inward (a 250.6 W maximum allows 250 W, never 251 W)."""
-    low = math.ceil(round(hw.min_limit_w, 3))
-    high = math.floor(round(hw.max_limit_w, 3))
+def _clamp(usable: tuple[int, int], watts: float) -> int:
+    """A whole-watt limit the run may set: rounded, then kept inside the settable range
+    (rounded inward: a 250.6 W maximum allows 250 W, never 251 W)."""
+    low, high = usable
     return int(min(max(round(watts), low), high))
+
+
+def _clamped_note(hw: Hardware, what: str, asked: int, used: int) -> str:
+    """Why a fixed or cached limit was not used as given (a sentence)."""
+    whole = hw.limit_range()
+    if whole is not None and whole[0] <= asked <= whole[1]:
+        # Within the GPU's range, so above the limit the GPUs had before the run.
+        return (
+            f"The {what} limit {asked} W is above the limit the GPUs had when the run began "
+            f"({hw.start_limit_w:g} W, which kwatt never exceeds); {used} W was used."
+        )
+    return (
+        f"The {what} limit {asked} W is outside the GPU's range "
+        f"{hw.min_limit_w:g}-{hw.max_limit_w:g} W; {used} W was used."
+    )
 
 
 def begin(settings: RunSettings, hw: Hardware, now_s: float, energy_j: float) -> Transition:
     """The trainer said hello: pick the mode this run can really have and the first limit."""
     mode: Mode = settings.mode
     notes = [hw.note] if hw.note else []
-    usable = hw.limit_range()
+    usable = hw.settable_range()
     if hw.gpu_count == 0 or not hw.can_limit:
         mode = "observe"
     elif usable is None and mode != "observe":
         # Nothing NVML would accept can be set: measure the run rather than fail every call.
         mode = "observe"
-        notes.append(
-            f"The power-limit range every GPU of the run accepts, {hw.min_limit_w:g}-"
-            f"{hw.max_limit_w:g} W, holds no whole watt (kwatt sets whole watts only), so no "
-            "limit is changed and the run is measured only."
-        )
+        if hw.limit_range() is not None:  # then the limit the GPUs had is below the range
+            notes.append(
+                f"The lowest limit the run's GPUs had when it began, {hw.start_limit_w:g} W, is "
+                f"below the power-limit range every one of them accepts, {hw.min_limit_w:g}-"
+                f"{hw.max_limit_w:g} W; kwatt never sets a limit above the one it found, so no "
+                "limit is changed and the run is measured only."
+            )
+        else:
+            notes.append(
+                f"The power-limit range every GPU of the run accepts, {hw.min_limit_w:g}-"
+                f"{hw.max_limit_w:g} W, holds no whole watt (kwatt sets whole watts only), so "
+                "no limit is changed and the run is measured only."
+            )
     count = max(hw.gpu_count, 1)
     # MaxPower of the cost: the GPUs' maximum when it is a number at all (a GPU that cannot be
     # limited may report nonsense; its run is then observed and its cost only compared to itself).
@@ -199,16 +237,13 @@ def begin(settings: RunSettings, hw: Hardware, now_s: float, energy_j: float) ->
     )
     if mode == "observe":
         return Transition(replace(state, note=" ".join(notes)))
+    assert usable is not None
     if mode == "fixed":
         assert settings.fixed_limit_w is not None
-        limit = _clamp(hw, settings.fixed_limit_w)
+        limit = _clamp(usable, settings.fixed_limit_w)
         if limit != settings.fixed_limit_w:
-            notes.append(
-                f"The fixed limit {settings.fixed_limit_w} W is outside the GPU's range "
-                f"{hw.min_limit_w:g}-{hw.max_limit_w:g} W; {limit} W was used."
-            )
+            notes.append(_clamped_note(hw, "fixed", settings.fixed_limit_w, limit))
         return Transition(replace(state, limit_w=limit, note=" ".join(notes)), limit)
-    assert usable is not None
     # The whole-watt range itself: every candidate is then a limit the GPUs accept.
     limits = profiler.candidate_limits(usable[0], usable[1], settings.limit_step_w)
     config = replace(
@@ -216,7 +251,10 @@ def begin(settings: RunSettings, hw: Hardware, now_s: float, energy_j: float) ->
         warmup_steps=settings.warmup_steps,
         measure_steps=settings.measure_steps,
     )
-    cached = None if settings.cached_limit_w is None else _clamp(hw, settings.cached_limit_w)
+    cached = None if settings.cached_limit_w is None else _clamp(usable, settings.cached_limit_w)
+    if cached is not None and cached != settings.cached_limit_w:
+        assert settings.cached_limit_w is not None
+        notes.append(_clamped_note(hw, "cached", settings.cached_limit_w, cached))
     started = profiler.start(config, cached)
     state = replace(
         state,
@@ -236,8 +274,10 @@ def step(state: RunState, now_s: float, energy_j: float) -> Transition:
     try:
         out = profiler.step_begin(state.prof_config, state.prof, now_s, energy_j - state.start_j)
     except profiler.ProfilerError as exc:
-        # Readings that make no sense (a clock that stood still): give up profiling, not the run.
-        top = max((state.prof.current_w, *state.prof.limits_w))
+        # Readings that make no sense (a clock that stood still): give up profiling, not the
+        # run, which goes on at the highest candidate (the limit the GPUs had when it began),
+        # not at whichever limit the walk had reached.
+        top = max(state.prof_config.limits_w)
         done = replace(state.prof, phase="done", chosen_w=top, limits_w=(), reason="bad readings")
         note = f"{state.note} Profiling was abandoned: {exc}".strip()
         changed = top if top != state.limit_w else None
@@ -352,6 +392,9 @@ def report(
         limit = prof.chosen_w
     notes = " ".join(n for n in (state.note, note) if n)
     limits = state.hardware.limit_range()
+    # The top of what the run could set (the GPUs' limit at its start, an admin's cap): what
+    # the saving's default configuration runs at. Only when the run could set limits.
+    settable = state.hardware.settable_range() if state.mode != "observe" else None
     return Report(
         result=result_of(state),
         batch_size=settings.batch_size,
@@ -368,6 +411,7 @@ def report(
         gpu_count=max(state.hardware.gpu_count, 1),
         min_limit_w=None if limits is None else limits[0],
         max_limit_w=None if limits is None else limits[1],
+        start_limit_w=None if settable is None else settable[1],
         profile=points,
         note=notes,
     )

@@ -90,6 +90,11 @@ def create(directory: Path, device: Device, overwrite: bool = False) -> None:
     path = path_of(directory, device.uuid)
     if path.exists() and not overwrite:
         return
+    _write(path, device)
+
+
+def _write(path: Path, device: Device) -> None:
+    """Replace the file atomically: a writer killed half-way leaves the old state."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(device.to_json(), encoding="utf-8")
     os.replace(tmp, path)
@@ -138,9 +143,7 @@ def update(directory: Path, uuid: str, change: Callable[[Device], Device]) -> De
     state, never a truncated file."""
     with _locked(directory, uuid, exclusive=True) as path:
         new = change(_parse(path, uuid))
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(new.to_json(), encoding="utf-8")
-        os.replace(tmp, path)
+        _write(path, new)
         return new
 
 

@@ -34,11 +34,6 @@ def find(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> Condition
     return None
 
 
-def is_true(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> bool:
-    cond = find(conditions, kind)
-    return cond is not None and cond.get("status") == "True"
-
-
 def set_condition(
     conditions: Sequence[Mapping[str, Any]] | None,
     kind: str,

@@ -56,7 +56,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
-    settings.batching.error_delays = (1, 2, 5, 10, 20, 30)
+    settings.queueing.error_delays = (1, 2, 5, 10, 20, 30)
     settings.execution.max_workers = 8
 
 

@@ -17,6 +17,9 @@ from typing import Any
 
 from kwatt_core import contract as c
 from kwatt_core.policies.base import Choice
+from kwatt_operator.carbon import cached_curve
+from kwatt_operator.carbon import pod_volumes as carbon_pod_volumes
+from kwatt_operator.carbon import sidecar_env as carbon_env
 from kwatt_operator.crd import API_VERSION, GROUP, KIND
 from kwatt_operator.spec import ObjectiveDefaults, SpecError, TrainingJobSpec, parse_spec
 
@@ -24,6 +27,9 @@ LABEL_TRAININGJOB = f"{GROUP}/trainingjob"
 LABEL_RUN = f"{GROUP}/run"
 ANNOTATION_CHOICE = f"{GROUP}/choice"
 STATE_VOLUME = "kwatt-state"
+# The observe-mode sidecar's user: it needs no privilege, so it meets the restricted Pod
+# Security Standard (numeric, as the operator image's, so runAsNonRoot can be verified).
+OBSERVE_UID = 65532
 METRICS_PORT_NAME = "kwatt-metrics"
 MAX_NAME = 63
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -135,6 +141,11 @@ def merge_env(env: list[dict[str, Any]] | None, values: list[dict[str, Any]]) ->
     return out
 
 
+def _changes_limits(spec: TrainingJobSpec) -> bool:
+    """Optimize and fixed modes change limits (privilege, restore records); observe never."""
+    return spec.power_limit.mode != "observe"
+
+
 def sidecar_env(
     tj_namespace: str,
     tj_name: str,
@@ -173,8 +184,9 @@ def sidecar_env(
         _env(c.ENV_PORT, settings.port),
         _env(c.ENV_METRICS_PORT, settings.metrics_port),
         _env(c.ENV_TERMINATION_PATH, c.DEFAULT_TERMINATION_PATH),
-        _env(c.ENV_STATE_DIR, settings.state_dir),
     ]
+    if _changes_limits(spec):  # observe mode writes no restore record: no node folder
+        env.append(_env(c.ENV_STATE_DIR, settings.state_dir))
     if settings.log_level:
         env.append(_env(c.ENV_LOG_LEVEL, settings.log_level))
     env += [
@@ -201,12 +213,21 @@ def sidecar_container(
 
     CAP_SYS_ADMIN is what changing a GPU power limit needs, so only optimize and
     fixed modes get it, and nothing else of the runtime's default set (the sidecar
-    writes only files it owns: its state records and termination message); observe
-    mode drops every capability.
+    writes only files it owns: its state records and termination message), with the
+    node folder for restore records. Observe mode changes no limit: no capability, no
+    node folder, a non-root user and the runtime's seccomp profile, so its sidecar meets
+    the restricted Pod Security Standard (docs/admin.md, "Hardened runtimes").
     """
     security: dict[str, Any]
-    if spec.power_limit.mode == "observe":
-        security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    if not _changes_limits(spec):
+        security = {
+            "runAsNonRoot": True,
+            "runAsUser": OBSERVE_UID,
+            "runAsGroup": OBSERVE_UID,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
     else:
         # allowPrivilegeEscalation: false is refused by the API server with CAP_SYS_ADMIN.
         security = {"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}
@@ -229,8 +250,9 @@ def sidecar_container(
         "securityContext": security,
         "terminationMessagePath": c.DEFAULT_TERMINATION_PATH,
         "terminationMessagePolicy": "File",
-        "volumeMounts": [{"name": STATE_VOLUME, "mountPath": settings.state_dir}],
     }
+    if _changes_limits(spec):
+        container["volumeMounts"] = [{"name": STATE_VOLUME, "mountPath": settings.state_dir}]
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     return container
@@ -286,6 +308,7 @@ def build_job(
     job_spec: dict[str, Any] = {
         "template": pod_template(str(namespace), str(name), run, spec, choice, settings)
     }
+    with_carbon(job_spec["template"], spec, choice, trainingjob.get("status"))
     if spec.backoff_limit is not None:
         job_spec["backoffLimit"] = spec.backoff_limit
     if spec.active_deadline_seconds is not None:
@@ -295,6 +318,38 @@ def build_job(
     if suspend is not None:
         job_spec["suspend"] = suspend
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}
+
+
+def with_carbon(
+    template: dict[str, Any],
+    spec: TrainingJobSpec,
+    choice: Choice,
+    status: Mapping[str, Any] | None,
+) -> None:
+    """Add spec.objective.carbon to a run's Pod template, in place (docs/carbon.md): the
+    sidecar's carbon settings, with the power curve cached for this batch size, and the
+    Secret and ConfigMap mounted in the sidecar alone."""
+    carbon = spec.objective.carbon
+    if carbon is None:
+        return
+    pod = template["spec"]
+    volumes, mounts = carbon_pod_volumes(carbon)
+    taken = [v.get("name") for v in pod.get("volumes") or [] if isinstance(v, Mapping)]
+    clash = [v["name"] for v in volumes if v["name"] in taken]
+    if clash:
+        raise SpecError(
+            [f"spec.template.spec.volumes has a volume named {clash[0]!r}, which kwatt uses."]
+        )
+    pod["volumes"] = [*(pod.get("volumes") or []), *volumes]
+    sidecar = next(x for x in pod["initContainers"] if x.get("name") == c.SIDECAR_CONTAINER)
+    sidecar["env"] = merge_env(
+        sidecar.get("env"),
+        carbon_env(
+            carbon,
+            cached_curve(status, choice.batch_size) if choice.power_limit_w is not None else None,
+        ),
+    )
+    sidecar["volumeMounts"] = [*sidecar.get("volumeMounts", []), *mounts]
 
 
 def pod_template(
@@ -325,17 +380,19 @@ def pod_template(
     values.append(_env(c.ENV_TARGET_METRIC_NAME, spec.target.metric))
     trainer["env"] = merge_env(trainer.get("env"), values)
     volumes = list(pod.get("volumes") or [])
+    # The name is kwatt's in every mode, so that changing the mode never makes a spec invalid.
     if any(isinstance(v, Mapping) and v.get("name") == STATE_VOLUME for v in volumes):
         raise SpecError(
             [f"spec.template.spec.volumes has a volume named {STATE_VOLUME!r}, which kwatt uses."]
         )
-    volumes.append(
-        {
-            "name": STATE_VOLUME,
-            "hostPath": {"path": settings.state_dir_host_path, "type": "DirectoryOrCreate"},
-        }
-    )
-    pod["volumes"] = volumes
+    if _changes_limits(spec):  # the node folder for restore records (hostPath)
+        volumes.append(
+            {
+                "name": STATE_VOLUME,
+                "hostPath": {"path": settings.state_dir_host_path, "type": "DirectoryOrCreate"},
+            }
+        )
+        pod["volumes"] = volumes
     sidecar = sidecar_container(namespace, name, run, spec, choice, settings)
     pod["initContainers"] = [*(pod.get("initContainers") or []), sidecar]
     if pod.get("restartPolicy") != "OnFailure":

@@ -37,6 +37,7 @@ from kwatt_core.policies import KwattPolicy, Policy
 from kwatt_core.policies.base import Choice
 from kwatt_core.report import Report, ReportError, decode
 from kwatt_operator import conditions as cond
+from kwatt_operator.carbon import record as record_carbon
 from kwatt_operator.crd import GROUP
 from kwatt_operator.jobs import LABEL_RUN, SidecarSettings, build_job, job_name
 from kwatt_operator.schedule import due, parse_schedule
@@ -401,6 +402,8 @@ def _record(
         item["metric"] = report.metric
     if note:
         item["note"] = note[:512]
+    # The batch size's power curve, a run's grams of CO2, a failing carbon source's Event.
+    plan.events += [Event(*e) for e in record_carbon(status, item, report)]
     history = [*(status.get("history") or []), item]
     status["history"] = history[max(0, len(history) - spec.history_limit) :]
     totals = dict(status.get("totals") or {})
@@ -487,20 +490,27 @@ def _baseline(
     status: Obj, item: Mapping[str, Any], spec: TrainingJobSpec, report: Report | None
 ) -> None:
     """Sums (bounded) of what kwatt's runs cost ("all", every run that reached the target)
-    and of what the default configuration — the default batch size at the GPU's highest
-    power limit, what the job would run without kwatt — costs per run:
+    and of what the default configuration — the default batch size at the GPU's limit as
+    the admin left it (the report's `start_limit_w`: the highest limit the run could set;
+    the GPU's highest limit in older reports), what the job would run without kwatt — costs
+    per run:
 
-    - measured ("default"): default-size runs that ran at the highest limit (observe mode,
-      or a profile that kept the highest limit);
+    - measured ("default"): default-size runs that ran at that limit (observe mode, or a
+      run that kept it);
     - estimated ("estimated"): a default-size run at a lower limit, its energy and time
-      scaled by its own profile's per-step energy and time at the highest limit over those
-      at the limit it kept (the profile measured both, on this very job)."""
+      scaled by its own profile's per-step energy and time at the highest profiled limit
+      (its first window, at that limit) over those at the limit it kept (the profile
+      measured both, on this very job)."""
     if item["result"] != "reached" or report is None:
         return
     sums = dict(status.get("baseline") or {})
     _add(sums, "all", float(item["energyJoules"]), float(item["seconds"]))
     if item["batchSize"] == spec.batch_sizes.default:
-        top = report.max_limit_w or max((p.limit_w for p in report.profile), default=0)
+        top = (
+            report.start_limit_w
+            or report.max_limit_w
+            or max((p.limit_w for p in report.profile), default=0)
+        )
         if report.mode == "observe" or (
             top and report.limit_w is not None and report.limit_w >= top
         ):

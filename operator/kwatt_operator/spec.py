@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 
 from kwatt_core.contract import DEFAULT_BATCH_SIZE_ENV, SIDECAR_CONTAINER
 from kwatt_core.policies.base import SearchSpace
+from kwatt_operator.carbon import Carbon, parse_carbon
 from kwatt_operator.schedule import ScheduleError, parse_schedule, parse_time_zone
 
 PowerMode = Literal["optimize", "observe", "fixed"]
@@ -67,7 +68,7 @@ class Target:
 class Objective:
     eta: float = DEFAULT_ETA
     beta: float = DEFAULT_BETA
-    carbon: Mapping[str, Any] | None = None
+    carbon: Carbon | None = None  # carbon-aware limits (docs/carbon.md); None: off
 
 
 @dataclass(frozen=True)
@@ -422,11 +423,7 @@ def _objective(r: _Reader, spec: Mapping[str, Any], defaults: ObjectiveDefaults)
     beta = r.number(data, "beta", "spec.objective.beta", float(defaults.beta))
     if beta <= 1.0:
         r.fail(f"spec.objective.beta must be greater than 1, got {beta}.")
-    carbon = data.get("carbon")
-    if carbon is not None and not isinstance(carbon, Mapping):
-        r.fail(f"spec.objective.carbon must be an object, got {_show(carbon)}.")
-        carbon = None
-    return Objective(eta, beta, copy.deepcopy(dict(carbon)) if carbon is not None else None)
+    return Objective(eta, beta, parse_carbon(data.get("carbon"), r.problems))
 
 
 def _power_limit(r: _Reader, spec: Mapping[str, Any]) -> PowerLimit:

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kwatt_operator.carbon import summary as carbon_summary
+
 Obj = dict[str, Any]
 Basis = Literal["measured", "estimated"]
 RUNNING = "running"  # the result shown for a run in flight
@@ -140,6 +142,9 @@ class JobReport:
     # that spec.objective leaves out, so the operator's defaults gave them; None before
     # an operator that writes it.
     objective: Obj | None = None
+    # The carbon-aware runs' grams of CO2 against the same work without carbon awareness over
+    # the same hours (kwatt_operator.carbon.summary); None when no run was carbon-aware.
+    carbon: Obj | None = None
 
     @property
     def recorded_rows(self) -> tuple[RunRow, ...]:
@@ -225,6 +230,7 @@ def job_report(trainingjob: Mapping[str, Any]) -> JobReport:
         savings=dict(savings) if isinstance(savings, Mapping) else None,
         history_limit=_int(spec.get("historyLimit")),
         objective=_objective(spec, status),
+        carbon=carbon_summary(status),
     )
 
 
@@ -336,6 +342,8 @@ def report_json(report: JobReport) -> Obj:
             else None
         ),
         "savings": savings,
+        # Carbon-aware runs (docs/carbon.md): grams, the baseline's over the same hours.
+        "carbon": report.carbon,
     }
 
 

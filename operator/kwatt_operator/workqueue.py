@@ -46,6 +46,14 @@ class WorkQueue:
             timer.cancel()
         self._timers[key] = loop.call_at(when, self._fire, key)
 
+    def due_in(self, key: Key) -> float | None:
+        """Seconds until `key` comes back on its own (a retry, a resync, a schedule); None
+        when nothing brings it back."""
+        timer = self._timers.get(key)
+        if timer is None:
+            return None
+        return max(0.0, timer.when() - asyncio.get_running_loop().time())
+
     def _fire(self, key: Key) -> None:
         self._timers.pop(key, None)
         self.add(key)

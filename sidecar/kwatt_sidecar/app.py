@@ -2,8 +2,8 @@
 
 It turns protocol calls into run events with fresh GPU readings, applies the
 limits the run asks for, serves /metrics, and at exit (end of training, SIGTERM
-or an exception) restores the default limits and writes the report to the
-termination message.
+or an exception) puts back the limits the GPUs had before the run and writes the
+report to the termination message.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from kwatt_core import contract, run
 from kwatt_core import report as reportlib
 from kwatt_sidecar import config as configlib
+from kwatt_sidecar.carbon import GridFollower, open_source
 from kwatt_sidecar.gpu import GpuBackend, GpuDevice, GpuError, open_backend
 from kwatt_sidecar.limits import PowerControl
 from kwatt_sidecar.metrics import CONTENT_TYPE, GpuReading, Reading, render, trainingjob_name
@@ -53,6 +54,8 @@ class Sidecar:
         self.final: reportlib.Report | None = None
         self.notes: list[str] = [backend.note] if backend.note else []
         self.hello_uuids: list[str] = []
+        # Carbon-aware limits (docs/carbon.md): None unless KWATT_CARBON_SOURCE is set.
+        self.grid = GridFollower(cfg.carbon, open_source(cfg.carbon)) if cfg.carbon else None
 
     # -- readings ----------------------------------------------------------------------
 
@@ -68,6 +71,8 @@ class Sidecar:
         except GpuError as exc:
             log.warning("Setting %d W failed: %s", limit, exc)
             self._note(f"Setting {limit} W failed: {exc}")
+        if self.control.record_problem:  # logged once where it happened
+            self._note(self.control.record_problem)
 
     def _note(self, sentence: str) -> None:
         if sentence not in self.notes:
@@ -164,7 +169,9 @@ class Sidecar:
             low, high, no_range = self._common_range()
             why = ""
             if self.settings.mode != "observe":
-                why = self.control.can_limit() or no_range
+                # The limits the GPUs have now (a predecessor's record honoured above) are what
+                # the run puts back and never exceeds: an admin's cap stays a cap.
+                why = self.control.can_limit() or no_range or self.control.read_start_limits()
             if why:
                 log.warning(why)
                 reasons.append(why)
@@ -174,6 +181,7 @@ class Sidecar:
                 min_limit_w=low,
                 max_limit_w=high,
                 can_limit=not (why or no_range),
+                start_limit_w=None if why else self.control.start_limit_w,
             )
         if not self.devices:
             for sentence in reasons:
@@ -305,6 +313,7 @@ class Sidecar:
                     now, energy = self.state.epoch_start_s, self.state.epoch_start_j
                     note = f"{note} The last GPU reading failed: {exc}".strip()
                 report = run.report(self.settings, self.state, now, energy, note)
+                report = self._with_carbon(report, now, energy)
             self.final = report
             self._write(report)
             log.info(
@@ -356,6 +365,7 @@ class Sidecar:
                 pod=self.cfg.pod,
                 trainingjob=trainingjob_name(self.cfg.job),
                 run=self.cfg.run,
+                carbon=self.grid.reading() if self.grid is not None else None,
                 phase="waiting" if self.state is None else self.state.phase,
                 epochs=0 if self.state is None else self.state.epochs,
                 cost=cost,
@@ -368,7 +378,17 @@ class Sidecar:
         """The idle loop's beat: check that the GPUs still answer (an error ends the sidecar)."""
         with self.lock:
             if self.devices and self.final is None:
-                self._now()
+                now, energy = self._now()
+                if self.grid is not None and self.state is not None:
+                    # Re-pick the limit from the profiled curve when an interval is due.
+                    self._apply(self.grid.beat(self.state, now, energy))
+
+    def _with_carbon(self, report: reportlib.Report, now: float, energy: float) -> reportlib.Report:
+        """The report with the run's grams of CO2 (and the baseline's), if any reading came."""
+        if self.grid is None or self.state is None:
+            return report
+        self.grid.settle(self.state, now, energy)
+        return self.grid.with_carbon(report)
 
 
 def setup_logging(env: Mapping[str, str]) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from kwatt_core import contract
 from kwatt_core.report import MODES, Report
 from kwatt_core.run import RunError, RunSettings
+from kwatt_sidecar.carbon import CarbonConfig, CarbonConfigError
+from kwatt_sidecar.carbon import load_config as load_carbon
 
 # The ranges every numeric setting is checked against (docs/sidecar.md lists them).
 MAX_BATCH_SIZE = 2**31 - 1
@@ -38,6 +40,7 @@ class SidecarConfig:
     run: str
     sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S
     log_level: str = "INFO"
+    carbon: CarbonConfig | None = None  # carbon-aware limits (docs/carbon.md); None: off
 
 
 def _number(env: Mapping[str, str], name: str, kind: type[float] | type[int]) -> float | None:
@@ -150,6 +153,10 @@ def load(env: Mapping[str, str]) -> SidecarConfig:
         )
     except RunError as exc:  # every field is checked above; kept as a last line of defence
         raise ConfigError(str(exc)) from None
+    try:
+        carbon = load_carbon(env)
+    except CarbonConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return SidecarConfig(
         settings=settings,
         port=port,
@@ -162,6 +169,7 @@ def load(env: Mapping[str, str]) -> SidecarConfig:
         run=env.get(contract.ENV_RUN, ""),
         sample_interval_s=DEFAULT_SAMPLE_INTERVAL_S if interval is None else interval,
         log_level=level,
+        carbon=carbon,
     )
 
 

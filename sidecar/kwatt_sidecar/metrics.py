@@ -43,6 +43,17 @@ class Reading:
     restore_failures: Mapping[str, int] = field(default_factory=dict)  # by GPU UUID
     trainingjob: str = ""  # the TrainingJob's name; empty: not started by the operator
     run: str = ""  # the run's number
+    carbon: CarbonReading | None = None  # carbon-aware runs only
+
+
+@dataclass(frozen=True)
+class CarbonReading:
+    """The run's carbon awareness (docs/carbon.md): what the grid said, what the run emitted."""
+
+    intensity_g_per_kwh: float | None  # the last good reading; None before any
+    grams: float  # CO2 of the run so far (priced once a reading came)
+    baseline_grams: float  # the same work at kwatt's ordinary limit over the same hours
+    failures: int  # fetches that failed or answered nonsense
 
 
 def trainingjob_name(job: str) -> str:
@@ -110,6 +121,35 @@ class _Snapshot:
             )
             cost.add_metric(run, r.cost)
             yield cost
+        if r.carbon is not None:
+            yield from _carbon(r.carbon, names, run)
+
+
+def _carbon(c: CarbonReading, names: list[str], run: list[str]) -> Iterator[Metric]:
+    if c.intensity_g_per_kwh is not None:
+        intensity = GaugeMetricFamily(
+            "kwatt_carbon_intensity_grams_per_kwh",
+            "The grid's carbon intensity the run last read (g CO2/kWh).",
+            labels=names,
+        )
+        intensity.add_metric(run, c.intensity_g_per_kwh)
+        yield intensity
+    for name, text, value in (
+        ("kwatt_carbon_emissions_grams", "CO2 of the run's GPU energy (g).", c.grams),
+        (
+            "kwatt_carbon_baseline_emissions_grams",
+            "CO2 of the same work at kwatt's limit without carbon awareness, same hours (g).",
+            c.baseline_grams,
+        ),
+        (
+            "kwatt_carbon_source_failures",
+            "Carbon-intensity fetches that failed or answered nonsense; the limit stayed.",
+            float(c.failures),
+        ),
+    ):
+        family = CounterMetricFamily(name, text, labels=names)
+        family.add_metric(run, value)
+        yield family
 
 
 def render(reading: Reading) -> bytes:

@@ -211,7 +211,7 @@ def test_pytorch_helper() -> None:
     rec = Recorder(stop_after=1)
     assert list(steps([1, 2, 3], rec)) == [1, 2, 3]  # type: ignore[arg-type]
     assert epoch_done(rec, 0.9)  # type: ignore[arg-type]
-    assert [c[0] for c in rec.calls] == ["step", "step", "step", "epoch"]
+    assert rec.calls == [("step", None), ("step", None), ("step", None), ("epoch", 0.9)]
 
 
 def test_thread_safety_is_not_required_but_calls_do_not_crash() -> None:
@@ -270,6 +270,7 @@ EVALUATION = {"eval_loss": 0.9, "eval_f1": 81.5, "eval_accuracy": 0.7, "f1": -1.
         ("f1", "eval_accuracy", 0.7),  # an explicit key wins over the TrainingJob's name
         ("f1", "f1", -1.0),  # ... and is used exactly as given
         ("recall", None, None),  # a name the evaluation lacks: an epoch without a metric
+        ("", None, 0.7),  # a blank name is no name
     ],
 )
 def test_hugging_face_callback_looks_the_target_metric_up_by_name(
@@ -301,6 +302,7 @@ def test_hugging_face_callback_reads_the_name_from_the_environment(
         (None, None, 0.7),  # no name: val_acc, as before
         ("val_f1", "val_acc", 0.7),  # an explicit monitor wins
         ("f1", None, None),  # Lightning has no eval_ rule: `f1` is not `val_f1`
+        ("", None, 0.7),  # a blank name is no name
     ],
 )
 def test_lightning_callback_monitors_the_target_metric_by_name(
@@ -315,3 +317,44 @@ def test_lightning_callback_monitors_the_target_metric_by_name(
     )
     cb.on_validation_epoch_end(trainer, None)
     assert rec.calls == [("epoch", expected)]
+
+
+@pytest.mark.parametrize("framework", ["hf", "lightning"])
+def test_callbacks_make_their_own_client_from_the_environment(
+    fake_frameworks: None, monkeypatch: pytest.MonkeyPatch, framework: str
+) -> None:
+    """`KwattCallback()` alone: a client from the operator's variables, and its metric name."""
+    import importlib
+
+    monkeypatch.setenv("KWATT_PORT", str(dead_port()))
+    monkeypatch.setenv(contract.ENV_TARGET_METRIC_NAME, "val_f1")
+    cb = importlib.import_module(f"kwatt_client.{framework}").KwattCallback()
+    assert isinstance(cb.kw, Kwatt) and cb.kw.quiet  # nothing listens: quiet, no error
+    key = cb.metric_key if framework == "hf" else cb.monitor
+    assert key == ("eval_val_f1" if framework == "hf" else "val_f1")
+
+
+def test_callbacks_take_a_client_that_knows_no_metric_name(fake_frameworks: None) -> None:
+    """A stand-in client without `target_metric` (an older client, a wrapper): defaults."""
+    from kwatt_client import hf, lightning
+
+    assert hf.KwattCallback(kw=Recorder()).metric_key == "eval_accuracy"  # type: ignore[arg-type]
+    assert lightning.KwattCallback(kw=Recorder()).monitor == "val_acc"  # type: ignore[arg-type]
+
+
+def test_lightning_callback_without_sanity_checks_or_with_odd_values(
+    fake_frameworks: None,
+) -> None:
+    """A trainer that has no `sanity_checking` (older Lightning) reports every validation
+    epoch; a logged value that is no number is an epoch without a metric."""
+    from kwatt_client.lightning import KwattCallback
+
+    rec = Recorder()
+    cb = KwattCallback(kw=rec)  # type: ignore[arg-type]
+    trainer = types.SimpleNamespace(callback_metrics={"val_acc": 0.7}, should_stop=False)
+    cb.on_validation_epoch_end(trainer, None)
+    trainer.callback_metrics = {"val_acc": "n/a"}
+    cb.on_validation_epoch_end(trainer, None)
+    cb.on_train_end(trainer, None)
+    assert rec.calls == [("epoch", 0.7), ("epoch", None), ("end", False)]
+    assert not trainer.should_stop

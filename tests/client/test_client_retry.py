@@ -47,6 +47,7 @@ class LossyLink:
         self.lose: list[str] = []
         self.fail: list[str] = []
         self.paths: list[str] = []
+        self.connections = 0  # client connections accepted
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -57,6 +58,7 @@ class LossyLink:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
 
     def _relay(self, conn: socket.socket) -> None:

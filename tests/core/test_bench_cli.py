@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from kwatt_cli.bench import _print_summary
+from kwatt_core.sim.simulator import NO_NOISE, Noise
 
 from .conftest import TRACE_DIR
 
@@ -20,8 +22,13 @@ KEYS = {
     "cumulative_time_s",
     "cumulative_cost",
     "regret",
+    "regret_se",
     "regret_first20",
+    "regret_first20_se",
+    "regret_pct_se",
+    "regret_first20_pct_se",
     "last10_energy_saving_pct",
+    "last10_energy_saving_pct_se",
     "last10_time_change_pct",
     "converged_at",
     "profiling_steps",
@@ -40,6 +47,7 @@ def test_json_has_every_figure_per_policy() -> None:
     out = kwatt(*args)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
+    assert report["noise"] == dataclasses.asdict(Noise())  # the realistic world by default
     (workload,) = report["workloads"]
     assert workload["name"] == "squad"
     assert set(workload["policies"]) == {"default", "zeus", "kwatt", "oracle"}
@@ -68,6 +76,8 @@ def test_table_and_plot(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "sentiment140" in out.stdout and "kwatt" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if policy_row(line, "kwatt"))
+    assert "±" not in row  # one seed: no standard error
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -211,3 +221,26 @@ def test_ratio_only_to_a_clearly_positive_zeus_regret() -> None:
     mean = lines["mean"].split()
     assert mean[2] == "0.45" and mean[5] == "0.45"  # (0.40 + 0.50) / 2
     assert "3 of 5" in lines["mean"]
+
+
+def policy_row(line: str, policy: str) -> bool:
+    """Whether a line of the table is `policy`'s row (not the heading, which names kwatt)."""
+    words = line.split()
+    return words[:1] == [policy] and words[1:2] != ["bench:"]
+
+
+def test_without_noise_and_with_standard_errors() -> None:
+    """--noise none replays the trace's exact figures; with two seeds or more every regret
+    and last-10 figure carries its standard error, in the JSON and in the table."""
+    args = ["bench", "--gpu", "v100", "--workload", "sentiment140", "--recurrences", "12"]
+    exact = kwatt(*args, "--seeds", "2", "--noise", "none", "--json")
+    assert exact.returncode == 0, exact.stderr
+    report = json.loads(exact.stdout)
+    assert report["noise"] == dataclasses.asdict(NO_NOISE)
+    oracle = report["workloads"][0]["policies"]["oracle"]
+    # Sentiment140's seed runs all need 3 epochs: without noise the oracle's luck is nil.
+    assert oracle["regret"] == pytest.approx(0.0, abs=1e-6) and oracle["regret_se"] == 0.0
+    table = kwatt(*args, "--seeds", "3")
+    assert "noisy epochs and profiling windows" in table.stdout
+    kwatt_row = next(line for line in table.stdout.splitlines() if policy_row(line, "kwatt"))
+    assert kwatt_row.count("±") == 4  # regret %, regret@20 %, last-10 saving and time

@@ -41,3 +41,13 @@ def test_bad_parameters_are_refused_with_a_sentence(
 def test_gpu_count_must_be_positive() -> None:
     with pytest.raises(CostModelError, match="gpu_count"):
         CostModel.for_gpus(0.5, 250.0, 0)
+
+
+def test_a_weight_of_zero_makes_energy_free() -> None:
+    """A carbon-free hour (weight 0) is allowed: only time costs then."""
+    assert CostModel(0.5, 200.0, 0.0).cost(1e6, 2.0) == pytest.approx(0.5 * 200.0 * 2.0)
+
+
+def test_one_gpu_and_any_positive_max_power_are_fine() -> None:
+    assert CostModel.for_gpus(0.0, 250.0, 1).cost(0.0, 1.0) == pytest.approx(250.0)
+    assert CostModel(0.0, 0.5).cost(0.0, 2.0) == pytest.approx(1.0)

@@ -160,3 +160,26 @@ def test_bench_with_the_real_peer() -> None:
     assert wl["policies"][peer.ROW]["seeds"] == 2
     text = kwatt(*args, "--recurrences", "15", "--peer", "zeus")
     assert f"kwatt against {peer.ROW}" in text.stdout
+
+
+def test_a_complete_environment_is_found_and_used_without_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built once per machine: a complete environment (its record and its python) is used
+    as it is; a folder without its record is a build that did not finish."""
+    monkeypatch.setenv("KWATT_CACHE_DIR", str(tmp_path))
+    directory = peer.env_dir()
+    assert directory.parent == tmp_path / "peers"
+    assert directory.name.startswith(f"zeus-{peer.ZEUS_VERSION}-py{sys.version_info[0]}.")
+    assert peer.find_env() is None
+    (directory / "bin").mkdir(parents=True)
+    (directory / "bin" / "python").write_text("")
+    assert peer.find_env() is None  # no record: an unfinished build
+    (directory / peer.RECORD).write_text("{}")
+    assert peer.find_env() == peer.PeerEnv(directory)
+    out = io.StringIO()
+    assert peer.ensure_env(out=out) == peer.PeerEnv(directory)
+    assert out.getvalue() == ""  # nothing was built, nothing said
+    assert peer.find_env().python == directory / "bin" / "python"  # type: ignore[union-attr]
+    with pytest.raises(peer.PeerError, match="Unknown peer 'mlperf'"):
+        peer.find_env("mlperf")

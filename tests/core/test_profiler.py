@@ -74,9 +74,13 @@ def test_candidate_limits_follow_the_gpu_range() -> None:
     assert profiler.candidate_limits(90, 150, 25) == [150, 125, 100]
 
 
-@pytest.mark.parametrize(("low", "high", "step"), [(300, 200, 25), (0, 200, 25), (100, 200, 0)])
-def test_bad_limit_ranges_are_refused(low: float, high: float, step: float) -> None:
-    with pytest.raises(ProfilerError):
+@pytest.mark.parametrize(
+    ("low", "high", "step", "named"),
+    [(300, 200, 25, "300 W .* 200 W"), (0, 200, 25, "0-200 W"), (100, 200, 0, "step .* 0 W")],
+)
+def test_bad_limit_ranges_are_refused(low: float, high: float, step: float, named: str) -> None:
+    """Refused with a sentence that names the offending numbers, for whoever reads the log."""
+    with pytest.raises(ProfilerError, match=named):
         profiler.candidate_limits(low, high, step)
 
 
@@ -245,3 +249,126 @@ def test_counter_going_backwards_is_an_error() -> None:
         state = profiler.step_begin(gpu.cfg, state, 100.0, 1e6).state
     with pytest.raises(ProfilerError, match="backwards"):
         profiler.step_begin(gpu.cfg, state, 100.5, 0.0)
+
+
+def test_an_epoch_exactly_as_long_as_the_schedule_keeps_it() -> None:
+    """2 warm-up steps, then a window from the 3rd step's begin to the 6th's: an epoch of 6
+    steps holds the whole schedule, so it is not short and nothing is shrunk. Each epoch
+    measures one limit in full; its end only cancels the next limit's first warm-up step."""
+    gpu = FakeGpu(config(), SECONDS, WATTS)
+    run_epochs(gpu, steps_per_epoch=6, epochs=3)
+    assert gpu.state.phase == "done" and gpu.state.reason == "exhausted"
+    assert (gpu.state.warmup_steps, gpu.state.measure_steps) == (2, 3)
+    assert [(m.limit_w, m.steps) for m in gpu.state.measurements] == [(250, 3), (200, 3), (150, 3)]
+    assert gpu.state.chosen_w == 200
+
+
+def test_kwatt_profiling_fits_short_epochs_and_upstream_never_does() -> None:
+    """The two styles the policies profile with (docs/benchmark.md): kwatt's shrinks its
+    windows to fit 20-step epochs (its default schedule is 10 + 40 steps), upstream's keeps
+    cancelling them."""
+    results = {}
+    for name, style in (
+        ("kwatt", profiler.KWATT_PROFILING),
+        ("upstream", profiler.UPSTREAM_PROFILING),
+    ):
+        gpu = FakeGpu(style.config((150, 250, 200), MODEL), SECONDS, WATTS)
+        run_epochs(gpu, steps_per_epoch=20, epochs=10)
+        results[name] = gpu.state
+    assert results["kwatt"].phase == "done" and results["kwatt"].chosen_w == 200
+    assert results["upstream"].phase != "done" and not results["upstream"].measurements
+
+
+def test_a_cached_start_survives_json() -> None:
+    """The state travels as JSON whether the run profiles or starts at a cached limit."""
+    step = profiler.start(config(), cached_limit_w=200)
+    text = json.dumps(step.state.to_dict())
+    assert ProfilerState.from_dict(json.loads(text)) == step.state
+
+
+@pytest.mark.parametrize(
+    ("margin", "measured", "reason"),
+    [
+        (0.0, [250, 225, 200, 175, 150], "cost rose"),
+        # 150 W costs 290.0 a step, 1.26 x the best (200 W, 231.0): within a 30% margin
+        # it is no rise yet; 125 W (337.5, 1.46 x) is.
+        (0.3, [250, 225, 200, 175, 150, 125], "cost rose"),
+        # 100 W (420.0, 1.82 x) is the last limit: a 90% margin never stops the descent.
+        (0.9, [250, 225, 200, 175, 150, 125, 100], "exhausted"),
+    ],
+)
+def test_a_rise_within_the_margin_is_no_rise(
+    margin: float, measured: list[int], reason: str
+) -> None:
+    """kwatt's profiles are noisy (docs/benchmark.md): the descent stops only once the cost
+    has risen twice and stands more than `rise_margin` above the best."""
+    limits = (250, 225, 200, 175, 150, 125, 100)
+    seconds = {250: 1.0, 225: 1.02, 200: 1.05, 175: 1.2, 150: 1.45, 125: 1.8, 100: 2.4}
+    watts = {250: 240.0, 225: 215.0, 200: 190.0, 175: 170.0, 150: 150.0, 125: 125.0, 100: 100.0}
+    cfg = config(limits_w=limits, strategy="adaptive", patience=2, rise_margin=margin)
+    gpu = FakeGpu(cfg, seconds, watts)
+    while gpu.state.phase != "done":
+        gpu.step()
+    assert [m.limit_w for m in gpu.state.measurements] == measured
+    assert gpu.state.chosen_w == 200 and gpu.state.reason == reason
+
+
+def test_kwatts_margin_is_three_spreads_of_two_windows() -> None:
+    """Real 40-step windows' costs stray about 4.5% (docs/benchmark.md, "Noise"); a rise
+    beyond three spreads of the difference of two of them is no luck."""
+    assert profiler.KWATT_PROFILING.rise_margin == pytest.approx(3 * 2**0.5 * 0.045, abs=0.005)
+    assert profiler.UPSTREAM_PROFILING.rise_margin == 0.0
+    with pytest.raises(ProfilerError, match="rise_margin"):
+        config(rise_margin=1.0)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"limits_w": ()}, "candidate power limit"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"measure_steps": 0}, "measure_steps"),
+        ({"tie_tolerance": 1.0}, "tie_tolerance"),
+        ({"patience": 0}, "patience"),
+        ({"rise_margin": 1.0}, "rise_margin"),
+    ],
+)
+def test_a_bad_schedule_is_refused_naming_the_setting(
+    change: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ProfilerError, match=named):
+        config(**change)
+
+
+def test_the_smallest_settings_are_allowed() -> None:
+    """No warm-up, a one-step window, patience 1, ties never broken: all valid."""
+    cfg = config(warmup_steps=0, measure_steps=1, patience=1, tie_tolerance=0.0, rise_margin=0.0)
+    gpu = FakeGpu(cfg, SECONDS, WATTS)
+    while gpu.state.phase != "done":
+        gpu.step()
+    assert gpu.state.chosen_w == 200
+
+
+def test_a_window_that_used_no_energy_is_a_measurement_not_an_error() -> None:
+    """Only a counter that goes backwards is an error; one that stood still (a GPU whose
+    counter did not move in the window) is measured as it is."""
+    cfg = config(warmup_steps=0, measure_steps=1, limits_w=(250,))
+    state = profiler.start(cfg).state
+    state = profiler.step_begin(cfg, state, 0.0, 5.0).state  # opens the window
+    done = profiler.step_begin(cfg, state, 1.0, 5.0).state  # closes it: 1 s, 0 J
+    assert done.phase == "done" and done.measurements[0].energy_j == 0.0
+
+
+def test_epochs_that_end_as_their_window_opens_are_short_too() -> None:
+    """2 warm-up steps and a window opened by the 3rd step's begin: 3-step epochs end every
+    window as it opens. kwatt counts each as cancelled and shrinks the schedule to fit."""
+    gpu = FakeGpu(config(), SECONDS, WATTS)
+    gpu.step()
+    gpu.step()
+    gpu.step()
+    assert gpu.state.phase == "measure" and gpu.state.counted == 0
+    gpu.epoch_end()
+    assert gpu.state.cancelled == 1
+    run_epochs(gpu, steps_per_epoch=3, epochs=10)
+    assert gpu.state.phase == "done" and gpu.state.chosen_w == 200
+    assert (gpu.state.warmup_steps, gpu.state.measure_steps) == (1, 1)

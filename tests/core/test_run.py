@@ -222,3 +222,111 @@ def test_limits_no_gpu_could_report_are_refused_with_the_hardware() -> None:
     for low, high in ((100.0, float("inf")), (float("nan"), 250.0), (float("-inf"), 250.0)):
         with pytest.raises(run.RunError, match="finite"):
             run.Hardware("x", 1, low, high)
+
+
+def test_readings_that_go_bad_below_the_top_limit_put_the_top_limit_back() -> None:
+    """Abandoning a profile half-way leaves the GPU at the limit it was trying: the run goes
+    on at the highest limit (the GPU's default), so the caller is told to set it."""
+    settings = run.RunSettings(batch_size=1, warmup_steps=0, measure_steps=1)
+    t = run.begin(settings, V100, 0.0, 0.0)
+    assert t.set_limit_w == 250
+    t = run.step(t.state, 0.0, 0.0)  # opens the window at 250 W
+    t = run.step(t.state, 1.0, 200.0)  # closes it; the next limit follows
+    assert t.set_limit_w == 225
+    t = run.step(t.state, 2.0, 400.0)  # opens the window at 225 W
+    t = run.step(t.state, 2.0, 400.0)  # closes it with no time passed
+    assert not t.state.profiling and "abandoned" in t.state.note
+    assert t.set_limit_w == 250 and t.state.limit_w == 250
+
+
+def test_a_run_shorter_than_a_second_reports_its_own_time() -> None:
+    settings = run.RunSettings(batch_size=1, mode="observe")
+    state = run.begin(settings, V100, 10.0, 0.0).state
+    report = run.report(settings, run.end(state), 10.25, 30.0)
+    assert report.time_s == pytest.approx(0.25) and report.energy_j == pytest.approx(30.0)
+
+
+def test_told_to_stop_then_interrupted_is_an_ordinary_end() -> None:
+    """A trainer stopped as advised and the Pod then ended: the run ended, not interrupted."""
+    settings = run.RunSettings(batch_size=1, mode="observe", max_epochs=1)
+    state, *_ = drive(settings, V100, 1, 1)
+    assert state.stop == "max epochs"
+    ended = run.interrupt(state)
+    assert ended.stage == "ended" and run.result_of(ended) == "exhausted"
+
+
+def test_an_ended_run_is_ended() -> None:
+    state = run.begin(run.RunSettings(batch_size=1, mode="observe"), V100, 0, 0).state
+    assert run.end(state).stage == "ended" and run.end(state, failed=True).stage == "failed"
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda: run.RunSettings(batch_size=0), "batch size"),
+        (lambda: run.RunSettings(batch_size=1, cost_threshold=0.0), "cost threshold"),
+        (lambda: run.Hardware("v100", -1, 100.0, 250.0), "GPU count"),
+        (lambda: run.Hardware("v100", 1, 0.0, 250.0), "0 < min <= max"),
+    ],
+)
+def test_settings_and_hardware_out_of_range_are_named(make: object, named: str) -> None:
+    """docs/sidecar.md: a cost threshold must be above 0; a GPU range starts above 0 W."""
+    with pytest.raises(run.RunError, match=named):
+        make()  # type: ignore[operator]
+
+
+def test_no_gpu_means_no_range_in_the_report() -> None:
+    """Report.min_limit_w/max_limit_w: None when no GPU was found, whatever was passed."""
+    settings = run.RunSettings(batch_size=1)
+    state = run.begin(settings, run.Hardware("", 0, 100.0, 250.0), 0.0, 0.0).state
+    report = run.report(settings, run.end(state), 1.0, 1.0)
+    assert (report.min_limit_w, report.max_limit_w) == (None, None)
+
+
+def test_observing_a_range_without_a_whole_watt_needs_no_excuse() -> None:
+    """The note says why a run that was to change limits cannot; an observed run never was."""
+    t = run.begin(run.RunSettings(batch_size=8, mode="observe"), NO_WHOLE_WATT, 0.0, 0.0)
+    assert t.state.mode == "observe" and t.state.note == ""
+
+
+def test_profiling_ended_by_short_epochs_keeps_the_best_limit_measured() -> None:
+    """A long first epoch measures 250 W and 225 W (1 + 2 steps each); then epochs of 2 steps
+    can hold no window, so profiling ends at that epoch's end with the cheaper of the two,
+    250 W, while the run was warming up 200 W: the caller is told to set 250 W."""
+    settings = run.RunSettings(batch_size=1, warmup_steps=1, measure_steps=2)
+    now = energy = 0.0
+    t = run.begin(settings, V100, now, energy)
+    state = t.state
+
+    def steps(count: int) -> None:
+        nonlocal state, now, energy
+        for _ in range(count):
+            state = run.step(state, now, energy).state
+            limit = state.limit_w or 250
+            dt = 1.0 + (250 - limit) / 250
+            now, energy = now + dt, energy + dt * limit * 0.9
+
+    steps(7)
+    assert [m.limit_w for m in state.prof.measurements] == [250, 225]  # type: ignore[union-attr]
+    assert state.limit_w == 200
+    state = run.epoch_end(settings, state, now, energy, None).state
+    steps(2)
+    t = run.epoch_end(settings, state, now, energy, None)
+    assert not t.state.profiling and t.state.prof.reason == "epochs too short to profile"  # type: ignore[union-attr]
+    assert t.set_limit_w == 250 and t.state.limit_w == 250
+
+
+def test_an_epoch_without_a_metric_keeps_the_last_one() -> None:
+    settings = run.RunSettings(batch_size=1, mode="observe")
+    state, now, energy, _ = drive(settings, V100, 3, 1, [0.3, 0.4, None])  # type: ignore[list-item]
+    assert state.metric == 0.4
+    report = run.report(settings, run.end(state), now, energy)
+    assert report.metric == 0.4 and report.gpu_model == "v100" and report.gpu_count == 1
+
+
+def test_a_sidecar_whose_trainer_never_said_hello_reports_an_interruption() -> None:
+    settings = run.RunSettings(batch_size=64, mode="fixed", fixed_limit_w=150)
+    report = run.no_run_report(settings, "The trainer never said hello.", gpu_model="v100")
+    assert (report.result, report.epochs, report.energy_j, report.cost) == ("interrupted", 0, 0, 0)
+    assert (report.batch_size, report.mode, report.gpu_model) == (64, "fixed", "v100")
+    assert report.note == "The trainer never said hello." and not report.teaches_policy()

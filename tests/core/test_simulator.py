@@ -1,14 +1,26 @@
-"""The simulator: runs worked out by hand, determinism per seed."""
+"""The simulator: runs worked out by hand, its noise, determinism per seed."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kwatt_core.cost import CostModel
 from kwatt_core.policies import Choice, KwattPolicy, ZeusPolicy
-from kwatt_core.sim.simulator import SimConfig, run_once, simulate_job
+from kwatt_core.sim import peer
+from kwatt_core.sim.simulator import (
+    NO_NOISE,
+    NOISE_STREAM,
+    Noise,
+    RunLuck,
+    SimConfig,
+    run_luck,
+    run_once,
+    simulate_job,
+)
 from kwatt_core.sim.trace import load_workloads
 
 from .conftest import TRACE_DIR
@@ -89,3 +101,95 @@ def test_upstream_charge_keeps_the_profile_of_a_run_that_could_not_start(
     )
     assert not result.started and result.cost == 0.0
     assert result.profiled_limit_w == 200  # 200 per epoch at 200 W, 202.5 at 250 W
+
+
+def test_noise_factors_have_mean_one_and_the_documented_spreads() -> None:
+    """Every factor is log-normal with mean one, so the trace's expectations (and the
+    oracle) stay as they are; a window of s steps strays sqrt(40 / s) times a 40-step one."""
+    noise = Noise()
+    luck = RunLuck.draw(np.random.default_rng(0), 40_000, 0)
+    paces = np.array([luck.epoch_factor(noise, e) for e in range(40_000)])
+    assert paces.mean() == pytest.approx(1.0, abs=0.001)
+    assert np.log(paces).std() == pytest.approx(noise.epoch_time_sd, rel=0.02)
+    assert noise.window_sds(10) == pytest.approx(
+        (2 * noise.window_time_sd, 2 * noise.window_power_sd)
+    )
+    assert (
+        not NO_NOISE.enabled and run_luck(squad_v100(), SimConfig(noise=NO_NOISE), 0, 0, 0) is None
+    )
+
+
+def squad_v100():  # type: ignore[no-untyped-def]
+    (trace,) = load_workloads(TRACE_DIR, "v100", ["squad"])
+    return trace
+
+
+def test_the_same_try_meets_the_same_noise_whatever_the_policy() -> None:
+    """Recurrence r, try t of a seed draws its noise from (seed, r, t) alone: policies are
+    compared on the same luck, and the peer's runner draws the very same numbers."""
+    trace, config = squad_v100(), SimConfig()
+    first, again = run_luck(trace, config, 3, 5, 1), run_luck(trace, config, 3, 5, 1)
+    assert first == again and first != run_luck(trace, config, 3, 5, 2)
+    assert first is not None and len(first.epoch) == trace.spec.max_epochs
+    assert len(first.window) == len(trace.limits_w)
+    z = np.random.default_rng([3, NOISE_STREAM, 5, 1]).standard_normal(6 + 2 * 7)
+    assert first.epoch == pytest.approx(z[:6]) and first.window[1] == pytest.approx(z[8:10])
+
+
+def test_the_profiler_sees_noisy_windows_and_the_run_pays_the_truth(tiny_trace: Path) -> None:
+    """250 W is cheaper (307.5 an epoch against 350 at 200 W), but its window reads 2.4 x
+    slower: the profile keeps 200 W. The run is charged what it truly ran: steps 1-50 at
+    250 W, the other 7770 of its ten 782-step epochs at 200 W."""
+    trace = tiny(tiny_trace)
+    noise = Noise(epoch_time_sd=0.0, window_time_sd=0.5, window_power_sd=0.0)
+    luck = RunLuck(epoch=(0.0,) * 100, window=((2.0, 0.0), (0.0, 0.0)))
+    result = run_once(
+        trace,
+        MODEL,
+        Choice(64, None, None, "explore"),
+        10.0,
+        SimConfig(noise=noise),
+        luck=luck,
+    )
+    assert result.profiled_limit_w == 200
+    assert result.time_s == pytest.approx(50 * 1.5 / 782 + 7770 * 2.0 / 782)
+    assert result.energy_j == pytest.approx(50 * 240.0 / 782 + 7770 * 200.0 / 782)
+    slow = math.exp(0.5 * 2.0 - 0.125)  # the 250 W window's time factor
+    (w250, w200) = result.windows
+    # Per step, as measured: 250 W costs 307.5 / 782 per step, times the slow window.
+    assert w250[:3] == (250, pytest.approx(307.5 / 782 * slow), 40)
+    assert w200[:3] == (200, pytest.approx(350.0 / 782 * math.exp(-0.125)), 40)
+    assert w250[3] == pytest.approx(160.0) and w200[3] == pytest.approx(100.0)  # watts
+
+
+def test_the_policy_learns_the_cost_of_the_last_whole_epoch_at_the_kept_limit(
+    tiny_trace: Path,
+) -> None:
+    """As the sidecar reports it: each epoch has its pace, and the epoch cost the policy
+    gets is the last one run wholly at the kept limit; none if profiling took every epoch."""
+    trace = tiny(tiny_trace)
+    noise = Noise(epoch_time_sd=0.1, window_time_sd=0.0, window_power_sd=0.0)
+    luck = RunLuck(epoch=(1.0, -1.0, 0.5) + (0.0,) * 97, window=())
+    fixed = run_once(
+        trace, MODEL, Choice(64, 200, None, "exploit"), 3.0, SimConfig(noise=noise), luck=luck
+    )
+    paces = [math.exp(0.1 * z - 0.005) for z in (1.0, -1.0, 0.5)]
+    assert fixed.time_s == pytest.approx(2.0 * sum(paces))
+    assert fixed.epoch_cost == pytest.approx(350.0 * paces[2])
+    # 128 (391 steps an epoch) profiles within its first epoch and reaches the target there.
+    profiled = run_once(
+        trace, MODEL, Choice(128, None, None, "explore"), 1.0, SimConfig(noise=noise), luck=luck
+    )
+    assert profiled.reached and profiled.epochs == 1 and profiled.epoch_cost is None
+
+
+def test_the_peer_gets_the_noise_of_its_40_step_windows() -> None:
+    trace = squad_v100()
+    request = peer.request_for([trace], TRACE_DIR, 2, {"squad": 10}, 0.5, 2.0, Noise())
+    assert request["noise"] == {
+        "epoch_time_sd": Noise().epoch_time_sd,
+        "window_time_sd": Noise().window_time_sd,
+        "window_power_sd": Noise().window_power_sd,
+    }
+    quiet = peer.request_for([trace], TRACE_DIR, 2, {"squad": 10}, 0.5, 2.0)
+    assert not any(quiet["noise"].values())

@@ -92,3 +92,56 @@ def test_a_size_traced_at_few_limits_is_left_out_with_a_note(tiny_trace: Path) -
     (trace,) = load_workloads(tiny_trace, "t4")
     assert trace.batch_sizes == (64, 128) and trace.limits_w == (200, 250)
     assert trace.notes == ("cifar100: batch size 256 left out, traced at 1 of 2 power limits",)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line"),
+    [
+        ("64,adadelta,200,2.0", "0,adadelta,200,2.0", 2),  # a batch size of 0
+        ("128,adadelta,250,0.9", "128,adadelta,0,0.9", 5),  # a power limit of 0
+        ("200,1.0,150.0", "200,0,150.0", 4),  # an epoch that takes no time
+    ],
+)
+def test_a_zero_where_a_size_goes_is_refused_with_its_line(
+    tiny_trace: Path, old: str, new: str, line: int
+) -> None:
+    power = tiny_trace / "summary_power_t4.csv"
+    assert old in power.read_text()
+    power.write_text(power.read_text().replace(old, new))
+    with pytest.raises(TraceError, match=rf"line {line}: batch_size, power_limit and time_per"):
+        load_workloads(tiny_trace, "t4")
+
+
+def test_a_named_workload_the_trace_lacks_is_named(tiny_trace: Path) -> None:
+    """SQuAD's power is traced here, but none of its seed runs."""
+    power = tiny_trace / "summary_power_t4.csv"
+    power.write_text(power.read_text() + "squad,bert_base_uncased,32,adamw,200,10.0,150.0\n")
+    with pytest.raises(TraceError, match="Workload 'squad' has no batch size in both"):
+        load_workloads(tiny_trace, "t4", ["squad"])
+
+
+def test_when_most_sizes_lack_a_limit_the_limit_goes_instead(tiny_trace: Path) -> None:
+    """Sizes are left out only when at least half cover every limit; here one of three
+    does, so the limits not traced for every size are left out instead."""
+    power = tiny_trace / "summary_power_t4.csv"
+    rows = [
+        "cifar100,shufflenetv2,256,adadelta,200,0.6,190.0",
+        "cifar100,shufflenetv2,128,adadelta,150,1.2,120.0",
+    ]
+    # 64: 200 and 250 W; 128: 150, 200 and 250 W; 256: 200 W only.
+    power.write_text(power.read_text() + "\n".join(rows) + "\n")
+    train = tiny_trace / "summary_train.csv"
+    train.write_text(train.read_text() + "cifar100,shufflenetv2,256,adadelta,1e-1,1,0.6,40\n")
+    (trace,) = load_workloads(tiny_trace, "t4")
+    assert trace.batch_sizes == (64, 128, 256) and trace.limits_w == (200,)
+    assert trace.notes == ("cifar100: limits [150, 250] left out, not traced for every batch size",)
+
+
+def test_iterations_per_epoch_round_up() -> None:
+    """A last, partial batch is a step too; a batch larger than the dataset is one step."""
+    from kwatt_core.sim.workloads import WORKLOADS
+
+    cifar = next(w for w in WORKLOADS if w.name == "cifar100")  # 50,000 images
+    assert cifar.iterations_per_epoch(64) == 782
+    assert cifar.iterations_per_epoch(50_000) == 1
+    assert cifar.iterations_per_epoch(1_000_000) == 1

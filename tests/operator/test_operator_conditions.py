@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from kwatt_operator.conditions import find, is_true, remove_condition, set_condition, timestamp
+from kwatt_operator.conditions import find, remove_condition, set_condition, timestamp
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -58,7 +58,7 @@ def test_other_conditions_keep_their_place() -> None:
     )
     assert [c["type"] for c in conds] == ["Ready", "Suspended"]
     assert "observedGeneration" not in conds[0]
-    assert is_true(conds, "Ready") is False and find(conds, "Missing") is None
+    assert find(conds, "Ready") == conds[0] and find(conds, "Missing") is None
     assert [c["type"] for c in remove_condition(conds, "Ready")] == ["Suspended"]
 
 

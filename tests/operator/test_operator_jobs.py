@@ -190,12 +190,22 @@ def test_sidecar_is_a_native_sidecar_with_the_env_contract() -> None:
             {"KWATT_FIXED_LIMIT_W": "200"},
         ),
         ({"mode": "observe"}, Choice(16, 175, None, "exploit"), False, {}),
+        # A fixedWatts left over from fixed mode is not handed on: the sidecar would check
+        # it (1 to 10,000 W) and refuse to start over a limit it would never set.
+        ({"mode": "observe", "fixedWatts": 20000}, CHOICE, False, {}),
+        (
+            {"mode": "optimize", "fixedWatts": 20000},
+            Choice(16, 175, None, "exploit"),
+            True,
+            {"KWATT_CACHED_LIMIT_W": "175"},
+        ),
     ],
 )
 def test_sidecar_privilege_and_limits_per_mode(
     power: dict[str, Any], choice: Choice, privileged: bool, limits: dict[str, str]
 ) -> None:
-    sidecar = _sidecar(build_job(sample_trainingjob(powerLimit=power), 1, choice, SETTINGS))
+    job = build_job(sample_trainingjob(powerLimit=power), 1, choice, SETTINGS)
+    sidecar = _sidecar(job)
     env = _env(sidecar)
     assert env["KWATT_POWER_MODE"] == power["mode"]
     assert {k: v for k, v in env.items() if k.endswith("_LIMIT_W")} == limits
@@ -205,8 +215,43 @@ def test_sidecar_privilege_and_limits_per_mode(
     assert added == (["SYS_ADMIN"] if privileged else [])
     assert security["capabilities"]["drop"] == ["ALL"]  # nothing of the runtime's defaults
     assert not security.get("privileged")
-    if not privileged:
+    # The node folder for restore records goes with the privilege to change limits: observe
+    # mode gets neither (no hostPath: the Pod can pass the baseline Pod Security Standard).
+    volumes = job["spec"]["template"]["spec"].get("volumes", [])
+    host_paths = [v for v in volumes if "hostPath" in v]
+    if privileged:
+        assert host_paths == [
+            {
+                "name": "kwatt-state",
+                "hostPath": {"path": "/var/run/kwatt", "type": "DirectoryOrCreate"},
+            }
+        ]
+        assert sidecar["volumeMounts"] == [{"name": "kwatt-state", "mountPath": "/var/run/kwatt"}]
+        assert env["KWATT_STATE_DIR"] == "/var/run/kwatt"
+        assert "runAsNonRoot" not in security  # root: the only user that can use SYS_ADMIN
+    else:
+        assert host_paths == [] and "volumeMounts" not in sidecar
+        assert "KWATT_STATE_DIR" not in env
+        # What the restricted standard asks of a container, on the sidecar's own context.
         assert security["allowPrivilegeEscalation"] is False
+        assert security["runAsNonRoot"] is True and security["runAsUser"] > 0
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_observe_mode_leaves_the_templates_volumes_and_still_reserves_the_name() -> None:
+    template = {
+        "spec": {
+            "containers": [{"name": "train", "image": "train:1"}],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        }
+    }
+    tj = sample_trainingjob(template=template, powerLimit={"mode": "observe"})
+    pod = build_job(tj, 1, CHOICE, SETTINGS)["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "data", "emptyDir": {}}]
+    template["spec"]["volumes"].append({"name": "kwatt-state", "emptyDir": {}})
+    clash = sample_trainingjob(template=template, powerLimit={"mode": "observe"})
+    with pytest.raises(SpecError, match="kwatt-state"):
+        build_job(clash, 1, CHOICE, SETTINGS)
 
 
 def test_two_containers_with_trainer_and_user_init_containers() -> None:

@@ -885,6 +885,30 @@ def test_savings_are_estimated_from_a_default_size_runs_own_profile() -> None:
     assert savings["timePercent"] == pytest.approx(100.0 * (1 - 950.0 / 800.0))
 
 
+def test_a_run_that_kept_the_admins_cap_measured_the_default_configuration() -> None:
+    """On a GPU an admin capped at 200 W (250 W maximum) the job ran at 200 W before kwatt,
+    so the default configuration is the default batch size at 200 W (the report's
+    start_limit_w). A default-size run that kept 200 W (from the cache: no profile) measured
+    it: 4,000 J and 1,000 s, basis measured; a later 3,000 J / 900 s run saves
+    1 - 3,500 / 4,000 = 12.5 % energy and 1 - 950 / 1,000 = 5 % time."""
+    capped = {"min_limit_w": 100, "max_limit_w": 250, "start_limit_w": 200}
+    world = World(policy=ScriptedPolicy([DEFAULT, 8, 16]))
+    world.step()
+    first = report(DEFAULT, energy=4000.0, seconds=1000.0, limit=200, profiled=False)
+    world.finish("cifar-run-1", dataclasses.replace(first, **capped))
+    world.request("1")
+    world.step()
+    assert world.status["savings"]["basis"] == "measured"
+    assert world.status["baseline"]["default"]["runs"] == 1
+    second = dataclasses.replace(report(8, energy=3000.0, seconds=900.0, limit=150), **capped)
+    world.finish("cifar-run-2", second)
+    world.request("2")
+    world.step()
+    savings = world.status["savings"]
+    assert savings["energyPercent"] == pytest.approx(12.5)
+    assert savings["timePercent"] == pytest.approx(5.0)
+
+
 def test_a_finished_run_carries_its_profiling_cost_for_the_metrics() -> None:
     """The windows' energy and time, and what they cost beyond the same steps at the kept
     limit (175 W: 0.4 J and 0.125 s a step): 250 W used 4 J more and 1 s less, 150 W 2 J

@@ -173,6 +173,7 @@ def test_leap_day_and_none_within_five_years() -> None:
         ("*/0 * * * *", ["step", "is 0"]),
         ("0 9 L * *", ["'L'"]),
         ("0 9 * * MONDAY", ["'MONDAY'", "name such as MON"]),
+        ("0x 9 * * *", ["minute", "'0x' where a number belongs"]),  # minutes have no names
         ("0 9 1-2-3 * *", ["hyphens"]),
         ("0 9 1/2/3 * *", ["slashes"]),
         ("0 9 30 2 *", ["never run"]),
@@ -340,6 +341,8 @@ def test_times_must_be_timezone_aware() -> None:
         due(s, None, z(2026, 5, 4), datetime(2026, 5, 4, 12))
     with pytest.raises(ValueError, match="created must be"):
         due(s, None, datetime(2026, 5, 4), z(2026, 5, 4, 12))
+    with pytest.raises(ValueError, match="last must be"):
+        due(s, datetime(2026, 5, 4, 9), z(2026, 5, 4), z(2026, 5, 4, 12))
     with pytest.raises(ValueError, match="starting_deadline_s"):
         due(s, None, z(2026, 5, 4), z(2026, 5, 4, 12), starting_deadline_s=-1)
 

@@ -51,7 +51,7 @@ def test_everything_set_is_read() -> None:
         _spec(
             batchSizes={"candidates": [32, 8, 16], "default": 32, "env": "BS"},
             target={"metric": "loss", "value": 0.1, "higherIsBetter": False},
-            objective={"eta": 1, "beta": 3.5, "carbon": {"provider": "replay"}},
+            objective={"eta": 1, "beta": 3.5, "carbon": {"source": {"kind": "uk"}}},
             powerLimit={"mode": "fixed", "fixedWatts": 200, "warmupSteps": 0, "measureSteps": 5},
             schedule="0 3 * * *",
             concurrencyPolicy="Replace",
@@ -65,9 +65,10 @@ def test_everything_set_is_read() -> None:
     assert parsed.batch_sizes.candidates == (8, 16, 32)  # sorted for the core
     assert parsed.batch_sizes.env == "BS"
     assert parsed.target.higher_is_better is False and parsed.target.max_epochs is None
-    assert parsed.objective.eta == 1.0 and parsed.objective.carbon == {"provider": "replay"}
+    assert parsed.objective.eta == 1.0 and parsed.objective.carbon is not None
+    assert parsed.objective.carbon.source.kind == "uk"
     assert parsed.power_limit.mode == "fixed" and parsed.power_limit.fixed_watts == 200
-    assert parsed.power_limit.warmup_steps == 0
+    assert (parsed.power_limit.warmup_steps, parsed.power_limit.measure_steps) == (0, 5)
     assert (parsed.schedule, parsed.concurrency_policy, parsed.suspend) == (
         "0 3 * * *",
         "Replace",
@@ -124,6 +125,18 @@ def test_default_batch_size_must_be_a_candidate() -> None:
         ),
         ({"target": {"value": 0.5}}, "spec.target.metric is required"),
         ({"target": {"metric": "acc"}}, "spec.target.value is required"),
+        (
+            {"target": {"metric": "acc", "value": "high"}},
+            "spec.target.value must be a number, got 'high'.",
+        ),
+        (
+            {"powerLimit": {"measureSteps": 0}},
+            "spec.powerLimit.measureSteps must be at least 1, got 0.",
+        ),
+        (
+            {"powerLimit": {"warmupSteps": -1}},
+            "spec.powerLimit.warmupSteps must be at least 0, got -1.",
+        ),
         (
             {"target": {"metric": "acc", "value": 1, "maxEpochs": 0}},
             "spec.target.maxEpochs must be at least 1, got 0.",

@@ -370,6 +370,46 @@ def test_volumes_config_map_empty_dir_host_path_and_read_only(pods: Pods, tmp_pa
         assert not list((mnt / name).iterdir()), name
 
 
+SECRET_MAIN = """
+import errno, json, os, stat, sys
+d = sys.argv[1]
+try:
+    open(os.path.join(d, 'token'), 'w').close()
+    refused = ''
+except OSError as exc:
+    refused = errno.errorcode[exc.errno]
+print(json.dumps({
+    'files': sorted(os.listdir(d)),
+    'token': open(os.path.join(d, 'token')).read(),
+    'mode': oct(stat.S_IMODE(os.stat(os.path.join(d, 'token')).st_mode)),
+    'refused': refused,
+}))
+"""
+
+
+def test_secret_volume_projects_its_keys_with_their_mode_read_only(pods: Pods) -> None:
+    """A Secret volume, as kwatt's carbon-aware sidecar mounts its provider's token: the
+    chosen key appears decoded at the mountPath, with the volume's defaultMode, and a
+    readOnly mount refuses writes (EROFS), as on a kubelet."""
+    config_objects(pods)
+    volumes = [
+        {
+            "name": "creds",
+            "secret": {
+                "secretName": "sec",
+                "defaultMode": 0o444,
+                "items": [{"key": "token", "path": "token"}],
+            },
+        }
+    ]
+    mounts = [{"name": "creds", "mountPath": "/var/run/secrets/kwatt-test", "readOnly": True}]
+    main = container("main", SECRET_MAIN, "/var/run/secrets/kwatt-test", volumeMounts=mounts)
+    pods.create(pod("secret", [main], volumes=volumes))
+    pods.wait_phase("secret", "Succeeded")
+    seen = json.loads(pods.logs("secret", "main"))
+    assert seen == {"files": ["token"], "token": "s3cret", "mode": "0o444", "refused": "EROFS"}
+
+
 def test_unsupported_volume_type_is_a_failed_mount(pods: Pods) -> None:
     """An nfs volume is refused with a FailedMount event that says why; the pod stays
     Pending (ContainerCreating) and can still be deleted."""

@@ -96,7 +96,14 @@ def test_no_hello_means_no_range(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "second", [(260.0, 300.0), (float("nan"), 250.0), (float("inf"), float("inf")), (0.0, 0.0)]
+    "second",
+    [
+        (260.0, 300.0),
+        (float("nan"), 250.0),
+        (float("inf"), float("inf")),
+        (100.0, float("inf")),  # a maximum that is no number: no range, however low the rest
+        (0.0, 0.0),
+    ],
 )
 def test_gpus_without_a_common_range_are_measured_not_refused(
     tmp_path: Path, second: tuple[float, float]

@@ -39,6 +39,22 @@ def test_profiles_across_short_epochs_and_reaches_target(tmp_path: Path) -> None
     log = sc.log()
     assert "backend simulated" in log and "Profiling done" in log
     assert log.count("\n") < 15  # quiet: no per-step lines
+    # docs/sidecar.md, "Logs": one JSON object a line; the start (backend, mode, visible
+    # GPUs), the hello, and INFO for the decisions, each naming what it decided.
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert all(isinstance(x["ts"], float) and x["level"] == "INFO" for x in lines)
+    assert all(x["msg"][:1].isupper() or x["msg"].startswith("kwatt ") for x in lines)
+    start, hello, *decisions, last = lines
+    assert (start["backend"], start["mode"], start["gpus"]) == ("simulated", "optimize", node.uuids)
+    assert f"ports {sc.port} and {sc.metrics_port}" in start["msg"]
+    assert "hello" in hello["msg"] and node.uuids[0] in hello["msg"]
+    assert "mode optimize, profiling" in hello["msg"] and "steps_per_epoch" in hello
+    said = [x["msg"] for x in decisions]
+    kept = f"{report.limit_w} W"
+    assert any(m.startswith("Profiling done") and kept in m for m in said), said
+    assert any("stop after epoch 74: reached" in m for m in said), said
+    assert any(m.startswith("Run report: reached after 74 epoch") and kept in m for m in said)
+    assert "SIGTERM" in last["msg"]  # then sc.stop() ended it
 
 
 def test_two_gpus_same_limit_and_summed_energy(tmp_path: Path) -> None:
@@ -128,11 +144,11 @@ def test_sigkilled_predecessor_limit_restored_by_successor(tmp_path: Path) -> No
     second = start_sidecar(node, tag="second", KWATT_POWER_MODE="fixed", KWATT_FIXED_LIMIT_W="150")
     Kwatt(port=second.port, gpu_uuids=node.uuids)
     assert node.device().limit_w == 150.0  # restored first, then its own limit
-    assert "Restored the default limit 250 W" in second.log()
+    assert "Restored the limit 250 W" in second.log()
     second.stop()
     assert node.device().limit_w == 250.0
     assert not list(node.state_dir.glob("*.json"))
-    assert "Restored the default limit" in second.report()["note"]
+    assert "Restored the limit 250 W" in second.report()["note"]
 
 
 def test_refused_limit_means_observe_mode_said_once(tmp_path: Path) -> None:

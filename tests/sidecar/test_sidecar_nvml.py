@@ -119,6 +119,29 @@ def test_counter_missing_falls_back_to_sampling(tmp_path: Path) -> None:
     backend.close()
 
 
+@pytest.mark.parametrize(("interval", "fewest", "most"), [(0.02, 8, 40), (0.3, 1, 4)])
+def test_a_counterless_gpu_is_sampled_every_sample_interval(
+    interval: float, fewest: int, most: int
+) -> None:
+    """KWATT_SAMPLE_INTERVAL_S is the sampling period: over half a second, about 25
+    samples at 0.02 s, two or three at 0.3 s."""
+    gpu = FakeGpu("GPU-old", counter=False)
+    module = fake_pynvml([gpu])
+    reads: list[float] = []
+    power = module.nvmlDeviceGetPowerUsage
+
+    def counted(g: FakeGpu) -> int:
+        reads.append(time.monotonic())
+        return int(power(g))
+
+    module.nvmlDeviceGetPowerUsage = counted
+    backend = NvmlBackend(sample_interval_s=interval, nvml=module)
+    backend.use(["GPU-old"])
+    time.sleep(0.5)
+    backend.close()
+    assert fewest <= len(reads) <= most, len(reads)
+
+
 def test_integrator_trapezoids() -> None:
     integ = Integrator()
     integ.add(0.0, 100.0)
@@ -168,3 +191,49 @@ def test_unknown_uuid_is_hidden_gpu(tmp_path: Path) -> None:
     sc = sidecar_for(tmp_path, [FakeGpu("GPU-a")])
     assert sc.hello(["GPU-zzz"], None)["gpus"] == []
     assert "NVIDIA_DRIVER_CAPABILITIES=utility" in sc.finish().note
+
+
+def test_an_admins_cap_read_through_nvml_is_the_top_and_put_back(tmp_path: Path) -> None:
+    """`nvidia-smi -pl 220` leaves the management limit at 220 W while NVML's default stays
+    300 W: profiling starts at 220 W, and 220 W is what the end puts back."""
+    gpu = FakeGpu("GPU-a")
+    gpu.limit_mw = 220_000
+    sc = sidecar_for(tmp_path, [gpu])
+    status = sc.hello(["GPU-a"], None)
+    assert status["profiling"] and status["limit_w"] == 220
+    # The privilege check's no-op re-set, then the first window's limit.
+    assert gpu.set_calls == [220_000, 220_000]
+    record = (tmp_path / "state" / "GPU-a.json").read_text()
+    assert '"restore_limit_w": 220.0' in record
+    report = sc.finish()
+    assert report.start_limit_w == 220 and report.max_limit_w == 300
+    assert gpu.limit_mw == 220_000 and max(gpu.set_calls) == 220_000
+
+
+def test_a_limit_nvml_reports_outside_the_range_is_not_trusted(tmp_path: Path) -> None:
+    """A limit that could not be put back is no starting point: the run is measured only."""
+    gpu = FakeGpu("GPU-a")
+    gpu.limit_mw = 350_000  # above the 300 W maximum: a driver reporting nonsense
+    sc = sidecar_for(tmp_path, [gpu], mode="fixed")
+    assert sc.hello(["GPU-a"], None)["mode"] == "observe"
+    report = sc.finish()
+    assert "350 W" in report.note and "measured only" in report.note
+    assert gpu.set_calls == [350_000]  # only the privilege check's no-op re-set
+    assert not list((tmp_path / "state").glob("*.json"))
+
+
+def test_a_limit_nvml_cannot_read_is_named_in_the_report(tmp_path: Path) -> None:
+    """The run is measured only, and the report says which GPU and what NVML said."""
+    gpu = FakeGpu("GPU-a")
+    module = fake_pynvml([gpu])
+
+    def unreadable(g: FakeGpu) -> int:
+        raise NVMLError(999)
+
+    module.nvmlDeviceGetPowerManagementLimit = unreadable
+    sc = sidecar_for(tmp_path, [gpu])
+    sc.backend = NvmlBackend(sample_interval_s=0.01, nvml=module)
+    assert sc.hello(["GPU-a"], None)["mode"] == "observe"
+    note = sc.finish().note
+    assert "cannot read the power limit of GPU GPU-a: NVML error 999" in note
+    assert gpu.set_calls == []

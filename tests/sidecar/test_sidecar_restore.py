@@ -73,8 +73,9 @@ def write_record(node: Node, text: str, uuid: str | None = None) -> Path:
     return path
 
 
-def record_text(value: object, uuid: str) -> str:
-    return json.dumps({"uuid": uuid, "default_limit_w": value, "owner": "ns0/dead-pod"})
+def record_text(value: object, uuid: str, key: str = "restore_limit_w") -> str:
+    """A record as this sidecar writes it, or with `key="default_limit_w"` as older ones did."""
+    return json.dumps({"uuid": uuid, key: value, "owner": "ns0/dead-pod"})
 
 
 def control(node: Node, observe: bool = False) -> tuple[PowerControl, SpyBackend]:
@@ -113,16 +114,15 @@ CORRUPT = [
 ]
 
 
+@pytest.mark.parametrize("key", ["restore_limit_w", "default_limit_w"])
 @pytest.mark.parametrize("value", CORRUPT)
 def test_corrupt_record_is_removed_and_nvml_default_restored(
-    tmp_path: Path, lines: Lines, value: str
+    tmp_path: Path, lines: Lines, value: str, key: str
 ) -> None:
     node = make_node(tmp_path)
     uuid = node.uuids[0]
     node.patch(uuid, limit_w=120.0)  # the lowered limit a killed predecessor left
-    path = write_record(
-        node, f'{{"uuid": "{uuid}", "default_limit_w": {value}, "owner": "ns0/dead"}}'
-    )
+    path = write_record(node, f'{{"uuid": "{uuid}", "{key}": {value}, "owner": "ns0/dead"}}')
     pc, backend = control(node)
     said = pc.restore_leftovers()
     assert node.device().limit_w == 250.0  # NVML's own default, not the record's value
@@ -168,8 +168,8 @@ def test_valid_record_is_honoured_once_then_removed(tmp_path: Path, lines: Lines
     said = pc.restore_leftovers()
     assert node.device().limit_w == 200.0 and not path.exists()
     assert said == [
-        f"Restored the default limit 200 W on GPU {uuid}, left behind by an earlier run "
-        "(ns0/dead-pod)."
+        f"Restored the limit 200 W on GPU {uuid}, which an earlier run (ns0/dead-pod) had "
+        "changed and not put back."
     ]
     assert not lines.at(logging.WARNING)
     node.patch(uuid, limit_w=130.0)  # someone else's limit since: not ours to touch again
@@ -187,7 +187,7 @@ def test_corrupt_record_no_longer_breaks_begin(tmp_path: Path) -> None:
     code, reply = request(sc, "POST", "/v1/begin", json.dumps({"gpu_uuids": [uuid]}).encode())
     assert code == 200, reply
     assert node.device().limit_w == 150.0  # restored to 250 W, then the run's own limit
-    assert json.loads(path.read_text())["default_limit_w"] == 250.0  # this sidecar's record
+    assert json.loads(path.read_text())["restore_limit_w"] == 250.0  # this sidecar's record
     request(sc, "POST", "/v1/end", b"{}", {"Content-Type": "application/json"})
     assert sc.stop() == 0
     assert node.device().limit_w == 250.0 and not path.exists()
@@ -276,7 +276,7 @@ def test_failed_restore_of_a_corrupt_record_leaves_a_valid_one(tmp_path: Path) -
     pc, _ = control(node)
     pc.restore_leftovers()
     assert pc.restore_failures == 1
-    assert json.loads(path.read_text())["default_limit_w"] == 250.0
+    assert json.loads(path.read_text())["restore_limit_w"] == 250.0
 
 
 def test_failed_restore_at_the_end_is_a_warning_and_a_metric(tmp_path: Path, lines: Lines) -> None:
@@ -290,7 +290,7 @@ def test_failed_restore_at_the_end_is_a_warning_and_a_metric(tmp_path: Path, lin
     assert "was not restored" in report.note
     warnings = lines.at(logging.WARNING)
     assert len(warnings) == 1 and uuid in warnings[0]
-    assert "Restored the default power limit" not in lines.text()
+    assert "Restored" not in lines.text()
     failures = "kwatt_sidecar_restore_failures_total"
     assert sample(sc.metrics()[0], failures, namespace="", pod="", UUID=uuid) == 1
 

@@ -2,7 +2,10 @@
 
 - Deselects every test that needs the session's cluster (the `cluster` fixture, directly
   or through `sandbox`, `namespace`, `api_client`...): those start the sandbox's
-  Kubernetes control plane, far too slow to run once per mutant. Also deselects the node
+  Kubernetes control plane, far too slow to run once per mutant. The exceptions are the
+  test files listed in KWATT_MUTATION_CLUSTER_TESTS, which run against the cluster that
+  `tools/mutation.py` started once for the part (KWATT_TEST_KUBECONFIG), and only for the
+  mutants of the modules in KWATT_MUTATION_CLUSTER_MODULES. Also deselects the node
   ids listed, one a line, in KWATT_MUTATION_DESELECT (tests that cannot run under
   mutmut's trampolines; `tools/mutation.py` says why for each).
 - Makes Hypothesis deterministic (derandomized, no example database), so a run's
@@ -39,13 +42,28 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile("kwatt-mutation")
 
 
+def _cluster_allowed() -> set[str]:
+    """The test files that may use the cluster for the mutant under test (none without one)."""
+    if not os.environ.get("KWATT_TEST_KUBECONFIG"):
+        return set()
+    files = set(os.environ.get("KWATT_MUTATION_CLUSTER_TESTS", "").split())
+    modules = tuple(f"{m}." for m in os.environ.get("KWATT_MUTATION_CLUSTER_MODULES", "").split())
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    # Stats, the clean run and the forced failure run them all; a mutant, only if they judge it.
+    if "__mutmut_" in mutant and not mutant.startswith(modules):
+        return set()
+    return files
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     listed = set(os.environ.get("KWATT_MUTATION_DESELECT", "").split())
+    cluster_files = _cluster_allowed()
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
         names = getattr(item, "fixturenames", ())
-        if CLUSTER_FIXTURE in names or item.nodeid in listed:
+        needs_cluster = CLUSTER_FIXTURE in names and _file(item.nodeid) not in cluster_files
+        if needs_cluster or item.nodeid in listed:
             dropped.append(item)
         else:
             keep.append(item)

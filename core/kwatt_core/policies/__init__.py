@@ -7,6 +7,7 @@ from kwatt_core.policies.base import (
     PolicyError,
     SearchSpace,
     State,
+    Window,
 )
 from kwatt_core.policies.fixed import DefaultPolicy, OraclePolicy
 from kwatt_core.policies.kwatt import KwattPolicy, KwattSettings
@@ -38,6 +39,7 @@ __all__ = [
     "PolicyError",
     "SearchSpace",
     "State",
+    "Window",
     "ZeusPolicy",
     "make_policy",
 ]

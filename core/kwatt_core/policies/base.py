@@ -18,6 +18,8 @@ import numpy as np
 from kwatt_core.profiler import ProfilerStyle
 
 State = dict[str, Any]
+# A profiling window as a policy gets it: (limit W, cost per step, steps, average power W).
+Window = tuple[int, float, int, float]
 Stage = Literal["default", "oracle", "explore", "exploit", "concurrent"]
 
 
@@ -83,6 +85,9 @@ class Outcome:
     many epochs ran, `epoch_cost` the cost of one epoch at the limit the run
     kept (measured after profiling), and `stopped_early` tells a stop for cost
     from a run that used up its epoch budget without reaching the target.
+    `kept_limit_w` is the limit the run ran at once any profiling was over (None if
+    unknown), and `profile` its profiling windows (`Window`), costed with the run's own
+    cost model.
     """
 
     batch_size: int
@@ -95,6 +100,8 @@ class Outcome:
     epochs: int = 0
     epoch_cost: float | None = None
     stopped_early: bool = False
+    kept_limit_w: int | None = None
+    profile: tuple[Window, ...] = ()
 
 
 class Policy(Protocol):

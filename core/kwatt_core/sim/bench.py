@@ -4,10 +4,11 @@ Figures per workload and policy (means over seeds):
 - cumulative energy (J), time (s) and cost over all recurrences;
 - regret: cumulative cost minus N times the oracle's expected recurrence cost,
   over all N recurrences and over the first 20 alone; also as a percentage of the
-  oracle's expected cost over those recurrences, with its standard error over seeds;
+  oracle's expected cost over those recurrences;
 - energy saving and time change over the last 10 recurrences against the
   default configuration's expected recurrence (%), with the run that reached the
   target counted at its configuration's expectation (see `_expected_recurrence`);
+- the standard error over seeds of the regrets and the last-10 figures (`*_se`);
 - converged_at: the recurrence from which every run's configuration stays within
   5% of the oracle's expected cost (None if some seed never gets there);
 - profiling steps spent.
@@ -44,7 +45,7 @@ class BenchError(ValueError):
 
 @dataclass(frozen=True)
 class BenchConfig:
-    seeds: int = 5
+    seeds: int = 20
     recurrences: int | None = None  # None: 2 * |batch sizes| * |power limits|
     sim: SimConfig = field(default_factory=SimConfig)
     policies: tuple[str, ...] = POLICIES
@@ -151,19 +152,25 @@ def _figures(
     converged = [_converged_at(run, oracle_cost, expected) for run in runs]
     regret = cost.sum(axis=1) - n * oracle_cost  # per seed
     regret20 = cost[:, :first].sum(axis=1) - first * oracle_cost
+    saving = 100.0 * (1.0 - chosen[:, :, 0].mean(axis=1) / default_energy)  # per seed
+    slower = 100.0 * (chosen[:, :, 1].mean(axis=1) / default_time - 1.0)
     return {
         "seeds": len(runs),
         "cumulative_energy_j": float(energy.sum(axis=1).mean()),
         "cumulative_time_s": float(time.sum(axis=1).mean()),
         "cumulative_cost": float(cost.sum(axis=1).mean()),
         "regret": float(regret.mean()),
+        "regret_se": _standard_error(regret),
         "regret_first20": float(regret20.mean()),
+        "regret_first20_se": _standard_error(regret20),
         "regret_pct": _pct(regret.mean(), n * oracle_cost),
         "regret_pct_se": _pct(_standard_error(regret), n * oracle_cost),
         "regret_first20_pct": _pct(regret20.mean(), first * oracle_cost),
         "regret_first20_pct_se": _pct(_standard_error(regret20), first * oracle_cost),
-        "last10_energy_saving_pct": float(100.0 * (1.0 - chosen[:, :, 0].mean() / default_energy)),
-        "last10_time_change_pct": float(100.0 * (chosen[:, :, 1].mean() / default_time - 1.0)),
+        "last10_energy_saving_pct": float(saving.mean()),
+        "last10_energy_saving_pct_se": _standard_error(saving),
+        "last10_time_change_pct": float(slower.mean()),
+        "last10_time_change_pct_se": _standard_error(slower),
         "converged_at": None
         if None in converged
         else float(np.mean([c for c in converged if c is not None])),
@@ -191,6 +198,22 @@ def regret_pct_per_seed(runs: Sequence[list[Recurrence]], oracle_cost: float) ->
         100.0 * (sum(r.cost for r in run) - len(run) * oracle_cost) / (len(run) * oracle_cost)
         for run in runs
     ]
+
+
+def last10_saving_pct_per_seed(
+    runs: Sequence[list[Recurrence]], trace: WorkloadTrace, eta: float
+) -> list[float]:
+    """Each seed's last-10 energy saving against the default (%), as `_figures` counts it."""
+    model = cost_model_for(trace, eta)
+    _, default_energy, _ = trace.expected(model, trace.default_batch_size, max(trace.limits_w))
+    expected = {
+        (b, p): trace.expected(model, b, p) for b in trace.batch_sizes for p in trace.limits_w
+    }
+    savings = []
+    for run in runs:
+        energy = np.mean([_expected_recurrence(r, expected)[0] for r in run[-LAST:]])
+        savings.append(float(100.0 * (1.0 - energy / default_energy)))
+    return savings
 
 
 def _expected_recurrence(rec: Recurrence, expected: Expected) -> tuple[float, float]:
@@ -231,18 +254,21 @@ def summary_row(figures: dict[str, Any]) -> list[str]:
             return "-"
         return format(value, fmt)
 
-    pct = num(figures.get("regret_pct"), ".2f")
-    if figures.get("regret_pct_se") is not None and pct != "-":
-        pct += "±" + num(figures["regret_pct_se"], ".2f")
+    def with_se(key: str, fmt: str, se_fmt: str) -> str:
+        cell = num(figures.get(key), fmt)
+        if figures.get(f"{key}_se") is not None and cell != "-":
+            cell += "±" + num(figures[f"{key}_se"], se_fmt)
+        return cell
+
     return [
         num(figures["cumulative_energy_j"] / 3.6e6, ".2f"),
         num(figures["cumulative_time_s"] / 3600.0, ".1f"),
         num(figures["cumulative_cost"] / 3.6e6, ".2f"),
         num(figures["regret"] / 3.6e6, ".2f"),
-        pct,
-        num(figures["regret_first20"] / 3.6e6, ".2f"),
-        num(figures["last10_energy_saving_pct"], "+.1f"),
-        num(figures["last10_time_change_pct"], "+.1f"),
+        with_se("regret_pct", ".2f", ".2f"),
+        with_se("regret_first20_pct", ".2f", ".2f"),
+        with_se("last10_energy_saving_pct", "+.1f", ".1f"),
+        with_se("last10_time_change_pct", "+.1f", ".1f"),
         num(figures["converged_at"], ".1f"),
         num(figures["profiling_steps"], ".0f"),
     ]

@@ -5,7 +5,9 @@ batch-size optimizer and power-limit optimizer, with upstream's defaults) on the
 trace, workloads, batch sizes, limits, eta, beta, seed numbers and recurrence count as
 kwatt's simulator, and turns its histories into the same figures, shown as the row
 `zeus-upstream`. Upstream's simulator charges profiling its own way (the first epoch
-of a new batch size at the mean over all limits; see `simulator._run_upstream`).
+of a new batch size at the mean over all limits; see `simulator._run_upstream`). With
+noise (the benchmark's default), the runner gives upstream's simulator the same noise
+model as kwatt's (`simulator.Noise`): noisy profiling windows and each epoch's pace.
 
 Zeus needs packages kwatt does not (pandas, scikit-learn), so it runs in a separate
 virtual environment, built once per machine into `$KWATT_CACHE_DIR` (else
@@ -40,7 +42,7 @@ from typing import Any, TextIO
 
 from kwatt_core import cache
 from kwatt_core.cost import CostModel
-from kwatt_core.sim.simulator import Recurrence, RunResult, cost_model_for
+from kwatt_core.sim.simulator import NO_NOISE, Noise, Recurrence, RunResult, cost_model_for
 from kwatt_core.sim.trace import POWER_PREFIX, TRAIN_FILE, WorkloadTrace
 
 PEERS = ("zeus",)
@@ -64,6 +66,7 @@ REQUIREMENTS = (
     "cloudpickle==3.1.3",
 )
 RUNNER = Path(__file__).with_name("zeus_runner.py")
+UPSTREAM_WINDOW_STEPS = 40  # JITPowerLimitOptimizer: 10 warm-up steps, then 40 measured
 RECORD = "peer.json"  # inside the environment: what it holds and how long it took to build
 
 _PIP_TIMEOUT_S = 1800
@@ -223,13 +226,22 @@ def request_for(
     recurrences: Mapping[str, int],
     eta: float,
     beta: float,
+    noise: Noise = NO_NOISE,
 ) -> dict[str, Any]:
-    """What the runner needs: the same workloads, seeds and knobs as kwatt's simulator."""
+    """What the runner needs: the same workloads, seeds, knobs and noise as kwatt's simulator.
+
+    Upstream's profiling windows are 40 steps: the noise goes with that length."""
+    window_time_sd, window_power_sd = noise.window_sds(UPSTREAM_WINDOW_STEPS)
     return {
         "trace_dir": str(trace_dir.resolve()),
         "gpu": traces[0].gpu if traces else "",
         "eta": float(eta),
         "beta": float(beta),
+        "noise": {
+            "epoch_time_sd": noise.epoch_time_sd,
+            "window_time_sd": window_time_sd,
+            "window_power_sd": window_power_sd,
+        },
         "jobs": [
             {
                 "name": t.spec.name,
@@ -257,6 +269,7 @@ def run_peer(
     eta: float,
     beta: float,
     *,
+    noise: Noise = NO_NOISE,
     peer: str = "zeus",
     workers: int | None = None,
     out: TextIO = sys.stderr,
@@ -264,7 +277,7 @@ def run_peer(
     """Upstream's simulator on every trace and seed, its histories as kwatt's recurrences."""
     started = time.monotonic()
     env = ensure_env(peer, out)
-    request = request_for(traces, trace_dir, seeds, recurrences, eta, beta)
+    request = request_for(traces, trace_dir, seeds, recurrences, eta, beta, noise)
     key = _results_key(request, trace_dir, traces)
     cache = env.directory / "results" / f"{key}.json"
     answer: dict[str, Any] | None = None

@@ -7,14 +7,26 @@ profiler state machine step by step (`charge="step"`); `charge="upstream"`
 reproduces Zeus's simulator instead (first epoch at the mean over all limits,
 epochs capped ahead at threshold // cost per epoch) for a cross-check.
 
+The traces give one time and power per configuration; a real run is noisier, and a
+simulator that hands the policy exact figures flatters a policy that leans on them.
+So (`Noise`, magnitudes from the bundled traces' own spread, docs/benchmark.md):
+- every epoch's time, and its energy with it, varies around the trace's value;
+- a profiling window measures its time and average power with the spread of real
+  40-step windows (wider for shorter windows), while the run itself goes on at its
+  true pace: what the profiler sees is not what the run costs;
+- the policy learns a run's cost of one epoch as the sidecar reports it: the last
+  epoch run wholly at the kept limit, noise included (None if there was none).
+
 Random numbers are common across policies: recurrence r, try t always draws the
-same uniform number, so policies are compared on the same luck.
+same uniform number for its seed run and the same noise, so policies are compared
+on the same luck; the same seed gives the same numbers.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -22,11 +34,82 @@ import numpy as np
 from kwatt_core import profiler
 from kwatt_core.cost import CostModel
 from kwatt_core.early_stop import should_stop
-from kwatt_core.policies.base import Choice, Outcome, Policy, SearchSpace
-from kwatt_core.sim.trace import WorkloadTrace
+from kwatt_core.policies.base import Choice, Outcome, Policy, SearchSpace, Window
+from kwatt_core.sim.trace import PowerPoint, WorkloadTrace
 
 Charge = Literal["step", "upstream"]
+# A replacement for `run_once` (see `simulate_job`): choice, path, noise, recurrence, try.
+RunFn = Callable[[Choice, "float | None", "RunLuck | None", int, int], "RunResult"]
 MAX_TRIES = 20
+# Seed-sequence tags of the random streams: which seed run a try draws, and its noise.
+PATH_STREAM = 7919
+NOISE_STREAM = 104729
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Log-normal spreads (standard deviations of the log) of what a run does and measures.
+
+    Each factor has mean one, so the expected costs (and the oracle) stay the trace's.
+    `window_*` are for a window of `window_steps` steps; a window of s steps has them
+    times sqrt(window_steps / s), since step-to-step jitter averages over steps. The
+    defaults are the bundled traces' pooled spreads (`benchmarks/noise_spread.py`): real
+    40-step windows of upstream's profiler stray 4.1% in time and 2.0% in average power
+    from a smooth curve over the limits, the traces' epoch times 2.3%.
+    """
+
+    epoch_time_sd: float = 0.025
+    window_time_sd: float = 0.04
+    window_power_sd: float = 0.02
+    window_steps: int = 40
+
+    def __post_init__(self) -> None:
+        spreads = (self.epoch_time_sd, self.window_time_sd, self.window_power_sd)
+        if any(not 0.0 <= s < 1.0 for s in spreads) or self.window_steps < 1:
+            raise ValueError(f"Noise spreads must be in [0, 1) and window_steps >= 1: {self}.")
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.epoch_time_sd, self.window_time_sd, self.window_power_sd))
+
+    def window_sds(self, steps: int) -> tuple[float, float]:
+        """Log-spreads of a window's measured time and average power over `steps` steps."""
+        scale = math.sqrt(self.window_steps / max(steps, 1))
+        return self.window_time_sd * scale, self.window_power_sd * scale
+
+
+NO_NOISE = Noise(0.0, 0.0, 0.0)
+
+
+def _factor(sd: float, z: float) -> float:
+    """A mean-one log-normal factor: exp(sd z - sd^2 / 2)."""
+    return math.exp(sd * z - 0.5 * sd * sd) if sd else 1.0
+
+
+@dataclass(frozen=True)
+class RunLuck:
+    """The standard normal draws of one run: one per epoch, two per profiling window."""
+
+    epoch: tuple[float, ...]
+    window: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def draw(cls, gen: np.random.Generator, epochs: int, windows: int) -> RunLuck:
+        z = gen.standard_normal(epochs + 2 * windows).tolist()
+        pairs = tuple(zip(z[epochs::2], z[epochs + 1 :: 2], strict=True))
+        return cls(tuple(z[:epochs]), pairs)
+
+    def epoch_factor(self, noise: Noise, epoch: int) -> float:
+        return _factor(noise.epoch_time_sd, self.epoch[epoch]) if epoch < len(self.epoch) else 1.0
+
+    def window_factors(self, noise: Noise, index: int, steps: int) -> tuple[float, float]:
+        """(time, energy) factors of the `index`-th completed window, of `steps` steps."""
+        if index >= len(self.window):
+            return 1.0, 1.0
+        time_sd, power_sd = noise.window_sds(steps)
+        zt, zp = self.window[index]
+        time = _factor(time_sd, zt)
+        return time, time * _factor(power_sd, zp)
 
 
 @dataclass(frozen=True)
@@ -45,6 +128,16 @@ class RunResult:
     profiling_steps: int
     epoch_cost: float | None = None
     stopped_early: bool = False
+    windows: tuple[Window, ...] = ()  # as measured, noise included
+
+
+def profile_windows(prof: profiler.ProfilerState | None) -> tuple[Window, ...]:
+    """The windows a run measured, as the policy gets them (`Outcome.profile`)."""
+    if prof is None:
+        return ()
+    return tuple(
+        (m.limit_w, m.cost / m.steps, m.steps, m.energy_j / m.time_s) for m in prof.measurements
+    )
 
 
 @dataclass(frozen=True)
@@ -63,16 +156,36 @@ class SimConfig:
     eta: float = 0.5
     beta: float = 2.0
     charge: Charge = "step"
+    noise: Noise = field(default_factory=Noise)
 
 
 def cost_model_for(trace: WorkloadTrace, eta: float) -> CostModel:
     return CostModel.for_gpus(eta, trace.max_limit_w, 1)
 
 
+def run_luck(
+    trace: WorkloadTrace, config: SimConfig, seed: int, recurrence: int, attempt: int
+) -> RunLuck | None:
+    """The noise draws of recurrence `recurrence`, try `attempt` (None without noise)."""
+    if not config.noise.enabled:
+        return None
+    gen = np.random.default_rng([seed, NOISE_STREAM, recurrence, attempt])
+    return RunLuck.draw(gen, trace.spec.max_epochs, len(trace.limits_w))
+
+
 def simulate_job(
-    trace: WorkloadTrace, policy: Policy, seed: int, recurrences: int, config: SimConfig
+    trace: WorkloadTrace,
+    policy: Policy,
+    seed: int,
+    recurrences: int,
+    config: SimConfig,
+    run: RunFn | None = None,
 ) -> list[Recurrence]:
-    """Run `recurrences` recurrences of one workload under `policy`."""
+    """Run `recurrences` recurrences of one workload under `policy`.
+
+    `run` replaces `run_once` for every try (kwatt_core.sim.carbon's carbon-aware runs);
+    it gets the choice, the seed run's epochs to target, the noise, the recurrence and
+    the try."""
     model = cost_model_for(trace, config.eta)
     space = SearchSpace(
         batch_sizes=trace.batch_sizes,
@@ -81,7 +194,7 @@ def simulate_job(
         beta=config.beta,
     )
     state = policy.init(space, seed)
-    luck = np.random.default_rng([seed, 7919]).random((recurrences, MAX_TRIES))
+    luck = np.random.default_rng([seed, PATH_STREAM]).random((recurrences, MAX_TRIES))
     history: list[Recurrence] = []
     for r in range(recurrences):
         runs: list[RunResult] = []
@@ -89,7 +202,11 @@ def simulate_job(
             choice, state = policy.choose(state)
             seeds = trace.paths[choice.batch_size]
             path = seeds[min(int(luck[r, t] * len(seeds)), len(seeds) - 1)]
-            result = run_once(trace, model, choice, path, config, policy.profiling)
+            noise = run_luck(trace, config, seed, r, t)
+            if run is not None:
+                result = run(choice, path, noise, r, t)
+            else:
+                result = run_once(trace, model, choice, path, config, policy.profiling, noise)
             state = policy.observe(
                 state,
                 Outcome(
@@ -103,6 +220,8 @@ def simulate_job(
                     epochs=result.epochs,
                     epoch_cost=result.epoch_cost,
                     stopped_early=result.stopped_early,
+                    kept_limit_w=result.power_limit_w if result.started else None,
+                    profile=result.windows,
                 ),
             )
             runs.append(result)
@@ -127,10 +246,31 @@ def run_once(
     path: float | None,
     config: SimConfig,
     profiling: profiler.ProfilerStyle = profiler.KWATT_PROFILING,
+    luck: RunLuck | None = None,
 ) -> RunResult:
+    """One run of `choice`; `luck` None runs it exactly as the trace says."""
     if config.charge == "upstream":
-        return _run_upstream(trace, model, choice, path)
-    return _run_stepwise(trace, model, choice, path, profiling)
+        return _run_upstream(trace, model, choice, path, config.noise, luck)
+    return _run_stepwise(trace, model, choice, path, profiling, config.noise, luck)
+
+
+@dataclass
+class _Meter:
+    """A run's true energy and time, and what the profiler's readings show of them.
+
+    The two differ only inside a profiling window, where the readings carry that
+    window's measurement noise."""
+
+    energy: float = 0.0
+    time: float = 0.0
+    seen_energy: float = 0.0
+    seen_time: float = 0.0
+
+    def add(self, energy: float, time: float, seen: tuple[float, float] = (1.0, 1.0)) -> None:
+        self.energy += energy
+        self.time += time
+        self.seen_time += time * seen[0]
+        self.seen_energy += energy * seen[1]
 
 
 def _run_stepwise(
@@ -139,6 +279,8 @@ def _run_stepwise(
     choice: Choice,
     path: float | None,
     profiling: profiler.ProfilerStyle,
+    noise: Noise,
+    luck: RunLuck | None,
 ) -> RunResult:
     bs = choice.batch_size
     target = trace.epochs_to_target(bs, path)
@@ -150,43 +292,48 @@ def _run_stepwise(
         started = profiler.start(prof_config)
         prof, limit = started.state, started.set_limit_w
         assert limit is not None
-    energy = time = 0.0
+    meter = _Meter()
     last_epoch_cost: float | None = None
+    kept_epoch_cost: float | None = None
     epochs = 0
     reached = stopped = False
     while epochs < trace.spec.max_epochs:
-        if should_stop(model.cost(energy, time), last_epoch_cost, choice.cost_threshold):
+        if should_stop(
+            model.cost(meter.energy, meter.time), last_epoch_cost, choice.cost_threshold
+        ):
             stopped = True
             break
-        before = model.cost(energy, time)
+        before = model.cost(meter.energy, meter.time)
+        pace = luck.epoch_factor(noise, epochs) if luck is not None else 1.0
+        whole = prof is None or prof.phase == "done"  # this epoch runs wholly at the kept limit
         if prof is not None and prof.phase != "done":
-            prof, limit, energy, time = _profiled_epoch(
-                trace, prof_config, prof, limit, bs, iters, energy, time
+            prof, limit = _profiled_epoch(
+                trace, prof_config, prof, limit, bs, iters, meter, pace, noise, luck
             )
         else:
             point = trace.power[(bs, limit)]
-            time += point.time_per_epoch_s
-            energy += point.energy_per_epoch_j
+            meter.add(point.energy_per_epoch_j * pace, point.time_per_epoch_s * pace)
         epochs += 1
-        last_epoch_cost = model.cost(energy, time) - before
+        last_epoch_cost = model.cost(meter.energy, meter.time) - before
+        if whole:
+            kept_epoch_cost = last_epoch_cost
         if target is not None and epochs >= target:
             reached = True
             break
     return RunResult(
         batch_size=bs,
         power_limit_w=limit,
-        energy_j=energy,
-        time_s=time,
-        cost=model.cost(energy, time),
+        energy_j=meter.energy,
+        time_s=meter.time,
+        cost=model.cost(meter.energy, meter.time),
         reached=reached,
         epochs=epochs,
         started=True,
         profiled_limit_w=prof.chosen_w if prof is not None and prof.phase == "done" else None,
         profiling_steps=prof.profiling_steps if prof is not None else 0,
-        epoch_cost=model.cost(
-            trace.power[(bs, limit)].energy_per_epoch_j, trace.power[(bs, limit)].time_per_epoch_s
-        ),
+        epoch_cost=kept_epoch_cost,
         stopped_early=stopped,
+        windows=profile_windows(prof),
     )
 
 
@@ -197,43 +344,74 @@ def _profiled_epoch(
     limit: int,
     bs: int,
     iters: int,
-    energy: float,
-    time: float,
-) -> tuple[profiler.ProfilerState, int, float, float]:
-    """One epoch while profiling: step events until the profiler is done, then the rest at once."""
+    meter: _Meter,
+    pace: float,
+    noise: Noise,
+    luck: RunLuck | None,
+) -> tuple[profiler.ProfilerState, int]:
+    """One epoch while profiling: step events until the profiler is done, then the rest at once.
+
+    The profiler reads the meter's readings, which carry the open window's measurement
+    noise; the run is charged the true energy and time."""
     for done_steps in range(iters):
-        step = profiler.step_begin(config, prof, time, energy)
+        step = profiler.step_begin(config, prof, meter.seen_time, meter.seen_energy)
         prof = step.state
         if step.set_limit_w is not None:
             limit = step.set_limit_w
         point = trace.power[(bs, limit)]
         if prof.phase == "done":
-            remaining = iters - done_steps
-            time += point.time_per_epoch_s * remaining / iters
-            energy += point.energy_per_epoch_j * remaining / iters
-            return prof, limit, energy, time
-        time += point.time_per_epoch_s / iters
-        energy += point.energy_per_epoch_j / iters
-    step = profiler.epoch_end(config, prof, time, energy)
+            remaining = (iters - done_steps) / iters
+            meter.add(
+                point.energy_per_epoch_j * pace * remaining,
+                point.time_per_epoch_s * pace * remaining,
+            )
+            return prof, limit
+        seen = (1.0, 1.0)
+        if prof.phase == "measure" and luck is not None:
+            seen = luck.window_factors(noise, len(prof.measurements), prof.measure_steps)
+        meter.add(
+            point.energy_per_epoch_j * pace / iters, point.time_per_epoch_s * pace / iters, seen
+        )
+    step = profiler.epoch_end(config, prof, meter.seen_time, meter.seen_energy)
     if step.set_limit_w is not None:
         limit = step.set_limit_w
-    return step.state, limit, energy, time
+    return step.state, limit
 
 
 def _run_upstream(
-    trace: WorkloadTrace, model: CostModel, choice: Choice, path: float | None
+    trace: WorkloadTrace,
+    model: CostModel,
+    choice: Choice,
+    path: float | None,
+    noise: Noise,
+    luck: RunLuck | None,
 ) -> RunResult:
-    """Zeus's own simulator: exhaustive profile charged as one epoch at the mean of all limits."""
+    """Zeus's own simulator: exhaustive profile charged as one epoch at the mean of all limits.
+
+    With noise, each limit's profile is measured with a 40-step window's noise (the
+    choice may miss the cheapest limit) and each epoch has its pace, as the peer's runner
+    does to upstream's simulator; the cap on epochs stays upstream's, from the trace."""
     bs = choice.batch_size
     profiled = choice.power_limit_w is None
     limits = trace.limits_w
+    windows: tuple[Window, ...] = ()
     if profiled:
-        # Upstream's per-epoch cost of each limit, eq. 7, with its own MaxPower.
-        def epoch_cost(p: int) -> float:
+        # Upstream's per-epoch cost of each limit, eq. 7, with its own MaxPower, as measured.
+        def measured(index: int, p: int) -> tuple[float, float]:
             point = trace.power[(bs, p)]
-            return model.cost(point.energy_per_epoch_j, point.time_per_epoch_s)
+            seen = (1.0, 1.0)
+            if luck is not None:
+                seen = luck.window_factors(noise, index, noise.window_steps)
+            return point.energy_per_epoch_j * seen[1], point.time_per_epoch_s * seen[0]
 
-        limit = min(limits, key=epoch_cost)
+        # Upstream profiles from the highest limit down.
+        seen = {p: measured(i, p) for i, p in enumerate(sorted(limits, reverse=True))}
+        costs = {p: model.cost(e, t) for p, (e, t) in seen.items()}
+        limit = min(limits, key=lambda p: costs[p])
+        iters = trace.spec.iterations_per_epoch(bs)
+        windows = tuple(
+            (p, costs[p] / iters, noise.window_steps, e / t) for p, (e, t) in seen.items()
+        )
     else:
         limit = int(choice.power_limit_w)  # type: ignore[arg-type]
     point = trace.power[(bs, limit)]
@@ -249,12 +427,19 @@ def _run_upstream(
     target = trace.epochs_to_target(bs, path)
     reached = target is not None and target <= max_epochs
     epochs = target if reached and target is not None else max_epochs
-    energy = point.energy_per_epoch_j * epochs
-    time = point.time_per_epoch_s * epochs
+    first = point
     if profiled:
         points = [trace.power[(bs, p)] for p in limits]
-        energy += sum(p.energy_per_epoch_j for p in points) / len(points) - point.energy_per_epoch_j
-        time += sum(p.time_per_epoch_s for p in points) / len(points) - point.time_per_epoch_s
+        first = PowerPoint(
+            sum(p.time_per_epoch_s for p in points) / len(points),
+            sum(p.energy_per_epoch_j for p in points) / sum(p.time_per_epoch_s for p in points),
+        )
+    paces = [luck.epoch_factor(noise, e) if luck is not None else 1.0 for e in range(epochs)]
+    energy = first.energy_per_epoch_j * paces[0] + point.energy_per_epoch_j * sum(paces[1:])
+    time = first.time_per_epoch_s * paces[0] + point.time_per_epoch_s * sum(paces[1:])
+    kept = None
+    if epochs >= 2 or not profiled:
+        kept = model.cost(point.energy_per_epoch_j * paces[-1], point.time_per_epoch_s * paces[-1])
     return RunResult(
         batch_size=bs,
         power_limit_w=limit,
@@ -266,6 +451,7 @@ def _run_upstream(
         started=True,
         profiled_limit_w=limit if profiled else None,
         profiling_steps=trace.spec.iterations_per_epoch(bs) if profiled else 0,
-        epoch_cost=model.cost(point.energy_per_epoch_j, point.time_per_epoch_s),
+        epoch_cost=kept,
         stopped_early=capped and not reached,
+        windows=windows,
     )

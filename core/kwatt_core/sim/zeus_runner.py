@@ -8,8 +8,18 @@ upstream's code exactly as upstream's `run_single.py` does (its
 its `Simulator.simulate_one_job`), one simulation per workload and seed, and
 reports each run of the history; kwatt computes every figure from those runs.
 
+With `noise` in the request, upstream's simulator sees the same noisy world as kwatt's
+(`kwatt_core.sim.simulator.Noise`): its power-limit profile measures each limit's time
+and average power with a profiling window's spread, and each epoch of a run has its
+pace (its time and energy times a mean-one log-normal factor), with the numbers kwatt's
+simulator draws for the same recurrence and try, from a stream of their own so that
+upstream's own random numbers stay as they are. Only those two methods
+of its `Simulator` are wrapped (`_profile_power_limit`, `_run_job`); its optimizers,
+early stop and bookkeeping are untouched. Without noise nothing is wrapped.
+
 Input, one JSON object on stdin:
     {"trace_dir": str, "gpu": str, "eta": float, "beta": float, "workers": int,
+     "noise": {"epoch_time_sd", "window_time_sd", "window_power_sd"} (optional),
      "jobs": [{"name", "dataset", "network", "optimizer", "target_metric",
                "max_epochs", "default_batch_size", "batch_sizes", "limits_w",
                "recurrences", "seeds"}]}
@@ -27,6 +37,7 @@ import contextlib
 import importlib
 import io
 import json
+import math
 import multiprocessing
 import sys
 import warnings
@@ -35,6 +46,75 @@ from typing import Any
 # Filled in the parent before the workers fork, so that they read and import nothing.
 _TABLES: dict[str, tuple[Any, Any]] = {}
 _ZEUS: dict[str, Any] = {}
+NOISE_STREAM = 104729  # the noise's own seed-sequence tag, beside the seed
+
+
+def _factor(sd: float, z: float) -> float:
+    """A mean-one log-normal factor: exp(sd z - sd^2 / 2)."""
+    return math.exp(sd * z - 0.5 * sd * sd)
+
+
+def _add_noise(simulator: Any, noise: dict[str, float], job: dict[str, Any], seed: int) -> None:
+    """Wrap the simulator's profile and run so that they measure and run with noise.
+
+    Recurrence r, try t of a seed draws the very numbers kwatt's simulator draws for it
+    (`simulator.RunLuck`: one standard normal per epoch, then two per profiling window,
+    highest limit first, from the seed sequence [seed, NOISE_STREAM, r, t]), so that
+    where both run the same configuration they meet the same noise."""
+    numpy = importlib.import_module("numpy")
+    run_job = simulator._run_job
+    epochs_drawn, windows_drawn = int(job["max_epochs"]), len(job["limits_w"])
+    rows: dict[int, Any] = {}
+    at = {"recurrence": 0, "try": 0}
+
+    def draws() -> list[float]:
+        key = [seed, NOISE_STREAM, at["recurrence"], at["try"]]
+        normals: list[float] = (
+            numpy.random.default_rng(key).standard_normal(epochs_drawn + 2 * windows_drawn).tolist()
+        )
+        return normals
+
+    def power_rows(spec: Any, batch_size: int) -> Any:
+        if batch_size not in rows:
+            df = spec.filter_df(simulator.df)
+            rows[batch_size] = df.loc[df.batch_size == batch_size]
+        return rows[batch_size]
+
+    def profile_power_limit(spec: Any, batch_size: int, eta_knob: float) -> dict[int, float]:
+        # Upstream's Equation 7 over each limit's measured window, highest limit first.
+        df = power_rows(spec, batch_size)
+        max_pl = df.power_limit.max().item()
+        df = df.groupby(["power_limit"], as_index=False).mean(numeric_only=True)
+        df = df.sort_values(by="power_limit", ascending=False)
+        z = draws()[epochs_drawn:]
+        result = {}
+        for i, rec in enumerate(df.to_records(index=False)):
+            time = rec.time_per_epoch * _factor(noise["window_time_sd"], z[2 * i])
+            power = rec.average_power * _factor(noise["window_power_sd"], z[2 * i + 1])
+            result[int(rec.power_limit)] = (eta_knob * power + (1 - eta_knob) * max_pl) * time
+        return result
+
+    def run(**kwargs: Any) -> tuple[float, float, bool]:
+        energy, time, reached = run_job(**kwargs)
+        z = draws()
+        at["try"] += 1
+        if reached:
+            at["recurrence"], at["try"] = at["recurrence"] + 1, 0
+        if energy == 0 and time == 0 and not reached:
+            return energy, time, reached  # it never ran
+        df = power_rows(kwargs["job"], kwargs["batch_size"])
+        point = df.loc[df.power_limit == kwargs["power_limit"]].iloc[0]
+        epe, tpe = float(point.energy_per_epoch), float(point.time_per_epoch)
+        first_e, first_t = epe, tpe
+        if kwargs["profile_power"]:  # upstream's first epoch, at the mean over all limits
+            first_e, first_t = df.energy_per_epoch.mean().item(), df.time_per_epoch.mean().item()
+        epochs = round((time - first_t) / tpe) + 1
+        paces = [_factor(noise["epoch_time_sd"], z[e]) for e in range(epochs)]
+        rest = sum(paces[1:])
+        return first_e * paces[0] + epe * rest, first_t * paces[0] + tpe * rest, reached
+
+    simulator._profile_power_limit = profile_power_limit
+    simulator._run_job = run
 
 
 def _tables(request: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -76,8 +156,10 @@ def _tables(request: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     return tables
 
 
-def _simulate(task: tuple[dict[str, Any], float, float, int]) -> tuple[str, int, dict[str, Any]]:
-    job, eta, beta, seed = task
+def _simulate(
+    task: tuple[dict[str, Any], float, float, int, dict[str, float] | None],
+) -> tuple[str, int, dict[str, Any]]:
+    job, eta, beta, seed, noise = task
     warnings.simplefilter("ignore")  # upstream's cold-arm and divide-by-zero warnings
     optimizer, simulate = _ZEUS["optimizer"], _ZEUS["simulate"]
     train, power = _TABLES[job["name"]]
@@ -99,6 +181,8 @@ def _simulate(task: tuple[dict[str, Any], float, float, int]) -> tuple[str, int,
                 seed=seed,
                 verbose=False,
             )
+            if noise and any(noise.values()):
+                _add_noise(simulator, noise, job, seed)
             history = simulator.simulate_one_job(spec, job["recurrences"], beta, eta)
     except Exception as exc:  # upstream raises RuntimeError for jobs it cannot finish
         return job["name"], seed, {"error": f"{type(exc).__name__}: {exc}"}
@@ -119,7 +203,7 @@ def main() -> int:
         _ZEUS[name.rsplit(".", 1)[-1]] = importlib.import_module(f"zeus._legacy.{name}")
     _TABLES.update(_tables(request))
     tasks = [
-        (job, float(request["eta"]), float(request["beta"]), int(seed))
+        (job, float(request["eta"]), float(request["beta"]), int(seed), request.get("noise"))
         for job in request["jobs"]
         for seed in job["seeds"]
     ]
