@@ -65,7 +65,7 @@ def test_other_conditions_keep_their_place() -> None:
 def test_times_are_utc_and_clocks_must_be_aware() -> None:
     plus2 = timezone(timedelta(hours=2))
     assert timestamp(datetime(2025, 1, 1, 2, 0, tzinfo=plus2)) == "2025-01-01T00:00:00Z"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="timezone-aware"):
         timestamp(datetime(2025, 1, 1))
 
 
@@ -76,5 +76,5 @@ def test_reasons_must_be_camel_case(reason: str) -> None:
 
 
 def test_status_must_be_true_false_or_unknown() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="True, False or Unknown, got 'Yes'"):
         set_condition([], "Ready", "Yes", "Ok", "", observed_generation=None, now=T0)  # type: ignore[arg-type]

@@ -79,6 +79,11 @@ def test_names_are_deterministic_valid_labels() -> None:
         assert len(name) <= 63 and DNS_LABEL.match(name), name
         assert name.endswith("-run-12345") and name == job_name(base, 12345)
     assert job_name(long_a, 1) != job_name(long_b, 1)
+    # Shortened, a name still starts with the TrainingJob's (cleaned) name, then the hash.
+    assert job_name(long_a, 12345).startswith("a" * 44 + "-")
+    assert job_name("my.dotted.name", 7).startswith("my-dotted-name-")
+    cut_at_a_dash = job_name("a" * 43 + "-" + "b" * 40, 12345)
+    assert cut_at_a_dash.startswith("a" * 43 + "-") and "--" not in cut_at_a_dash
     assert len(label_value("a" * 100)) <= 63 and label_value("short.name") == "short.name"
 
 

@@ -6,6 +6,7 @@ run's Job, and each TrainingJob's own random stream. Pure: reconcile on plain di
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 
 from conftest import sample_trainingjob
 from kwatt_core.contract import SIDECAR_CONTAINER
+from kwatt_core.policies import KwattPolicy
+from kwatt_core.policies.base import Choice, State
 from kwatt_core.report import ProfilePoint, Report, encode
 from kwatt_operator.jobs import SidecarSettings
 from kwatt_operator.reconcile import Plan, profiling_cost, reconcile, seed_of
@@ -188,3 +191,113 @@ def test_each_trainingjob_has_its_own_stable_random_stream() -> None:
     assert seed_of(a) == seed_of(a)
     assert seed_of(a) != seed_of(b)
     assert all(0 <= seed_of(u) < 2**32 for u in (a, b, ""))
+
+
+def test_the_end_of_a_run_is_said_first() -> None:
+    (event,) = record(report()).events
+    assert event.message.startswith("Run 1 ended: reached, batch size 16 at 175 W, ")
+
+
+def test_a_run_started_is_its_trainingjobs_last_run_time() -> None:
+    _, plan = started()
+    assert plan.status is not None
+    (entry,) = plan.status["active"]
+    assert plan.status["lastRunTime"] == entry["startTime"] == "2025-03-01T12:00:00Z"
+
+
+def test_the_newest_pods_report_is_the_runs() -> None:
+    """A Job that retried has several Pods: the run is what the newest one reported."""
+    _, first = started()
+    assert first.status is not None
+    job, old = ended(first.create[0], report(result="failed", energy_j=10.0))
+    _, new = ended(first.create[0], report(energy_j=80_000.0))
+    old["metadata"]["creationTimestamp"] = "2025-03-01T12:01:00Z"
+    new["metadata"]["creationTimestamp"] = "2025-03-01T12:10:00Z"
+    new["metadata"]["name"] += "-2"
+    for pods in ([old, new], [new, old]):
+        plan = reconcile(
+            trainingjob(first.status),
+            [job],
+            {job["metadata"]["name"]: pods},
+            T0 + timedelta(minutes=30),
+            SETTINGS,
+        )
+        assert plan.status is not None
+        (item,) = plan.status["history"]
+        assert (item["result"], item["energyJoules"]) == ("reached", 80_000.0)
+
+
+def test_a_schedule_runs_in_its_time_zone() -> None:
+    """0 9 * * * in Europe/Berlin (UTC+1 in March): due at 08:00 UTC, so a pass at 07:30 UTC
+    looks again in 30 minutes, not at 09:00 UTC."""
+    spec = {"schedule": "0 9 * * *", "timeZone": "Europe/Berlin"}
+    tj = trainingjob(**spec)
+    tj["metadata"]["creationTimestamp"] = "2025-03-01T07:00:00Z"
+    plan = reconcile(tj, [], {}, datetime(2025, 3, 1, 7, 30, tzinfo=UTC), SETTINGS)
+    assert plan.requeue_after_s == pytest.approx(30 * 60)
+
+
+def test_no_estimate_from_a_profile_that_cannot_give_one() -> None:
+    """The kept limit is not among the profiled points (a thinned report), or its window
+    took no time (a simulated clock that did not move): no estimated saving, and the run is
+    recorded all the same."""
+    thinned = report(limit_w=175, profile=(ProfilePoint(250, 800.0, 0.5, 40),))
+    still = report(
+        limit_w=175,
+        profile=(ProfilePoint(250, 800.0, 0.5, 40), ProfilePoint(175, 600.0, 0.0, 40)),
+    )
+    for rep in (thinned, still):
+        plan = record(rep)
+        assert plan.status is not None and plan.status["recordedRuns"] == 1
+        assert "savings" not in plan.status
+        assert "estimated" not in (plan.status.get("baseline") or {})
+
+
+def test_the_suspended_condition_follows_spec_suspend() -> None:
+    """The Suspended condition: `Suspended` while spec.suspend holds new runs, else
+    `Active`, with the generation it was written for."""
+    tj = trainingjob(suspend=True)
+    tj["metadata"]["generation"] = 4
+    plan = reconcile(tj, [], {}, T0, SETTINGS)
+    assert plan.status is not None and plan.create == []
+    (held,) = [c for c in plan.status["conditions"] if c["type"] == "Suspended"]
+    assert (held["status"], held["reason"], held["observedGeneration"]) == ("True", "Suspended", 4)
+    tj = trainingjob(plan.status, suspend=False)
+    tj["metadata"]["generation"] = 5
+    resumed = reconcile(tj, [], {}, T0 + timedelta(minutes=1), SETTINGS)
+    assert resumed.status is not None
+    (active,) = [c for c in resumed.status["conditions"] if c["type"] == "Suspended"]
+    assert (active["status"], active["reason"], active["observedGeneration"]) == (
+        "False",
+        "Active",
+        5,
+    )
+
+
+class Thresholded(KwattPolicy):
+    """The kwatt policy, except that its choice comes with an early-stop threshold."""
+
+    def choose(self, state: State, in_flight: Sequence[int] = ()) -> tuple[Choice, State]:
+        return Choice(DEFAULT, None, 1234.5, "explore"), state
+
+
+def test_a_replayed_pass_gives_the_job_its_early_stop_threshold() -> None:
+    """The status was written, the Job not yet created (the operator died between the two):
+    the next pass builds it from the status, with the same cost threshold."""
+    tj = trainingjob()
+    first = reconcile(tj, [], {}, T0, SETTINGS, policy=Thresholded())
+    assert first.status is not None
+    replay = reconcile(
+        trainingjob(first.status), [], {}, T0 + timedelta(minutes=1), SETTINGS, policy=Thresholded()
+    )
+    assert replay.create == first.create
+
+    def env(job: Obj) -> dict[str, Any]:
+        (sidecar,) = [
+            c
+            for c in job["spec"]["template"]["spec"]["initContainers"]
+            if c["name"] == SIDECAR_CONTAINER
+        ]
+        return {e["name"]: e.get("value") for e in sidecar["env"]}
+
+    assert env(replay.create[0])["KWATT_COST_THRESHOLD"] == "1234.5"

@@ -7,6 +7,8 @@ back at 01:00Z on 25 October), not read back from the code.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -174,6 +176,7 @@ def test_leap_day_and_none_within_five_years() -> None:
         ("0 9 L * *", ["'L'"]),
         ("0 9 * * MONDAY", ["'MONDAY'", "name such as MON"]),
         ("0x 9 * * *", ["minute", "'0x' where a number belongs"]),  # minutes have no names
+        ("*/x 9 * * *", ["minute field has 'x'"]),
         ("0 9 1-2-3 * *", ["hyphens"]),
         ("0 9 1/2/3 * *", ["slashes"]),
         ("0 9 30 2 *", ["never run"]),
@@ -323,6 +326,36 @@ def test_due_across_the_daylight_saving_days() -> None:
     assert due(s, z(2026, 10, 25, 0, 30), z(2026, 10, 1), z(2026, 10, 25, 1, 45)) == Due(
         z(2026, 10, 25, 1, 30), 0, False, z(2026, 10, 26, 1, 30)
     )
+
+
+def test_every_zero_is_every_second_as_in_cronjob() -> None:
+    assert parse_schedule("@every 0").every_s == 1
+    assert parse_schedule("@every 1s").every_s == 1
+
+
+@pytest.fixture
+def tokyo_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The operator's machine set to Asia/Tokyo (UTC+9): no schedule may depend on it."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "after", "expected"),
+    [
+        ("* * * * *", z(2026, 5, 4, 6, 0, 30), z(2026, 5, 4, 6, 1)),
+        ("0 0 1 * *", z(2026, 5, 4, 6), z(2026, 6, 1)),
+        ("0 9 * * *", z(2026, 5, 4, 6), z(2026, 5, 4, 9)),
+    ],
+)
+def test_the_machines_zone_changes_nothing(
+    tokyo_machine: None, schedule: str, after: datetime, expected: datetime
+) -> None:
+    result = next_after(parse_schedule(schedule, None), after)
+    assert result == expected and result is not None and result.tzinfo is UTC
 
 
 def test_every_counts_from_the_last_run() -> None:

@@ -137,6 +137,21 @@ def test_default_batch_size_must_be_a_candidate() -> None:
             {"powerLimit": {"warmupSteps": -1}},
             "spec.powerLimit.warmupSteps must be at least 0, got -1.",
         ),
+        ({"powerLimit": "fast"}, "spec.powerLimit must be an object, got 'fast'."),
+        ({"objective": 0.5}, "spec.objective must be an object, got 0.5."),
+        ({"batchSizes": [8, 16]}, "spec.batchSizes must be an object, got [8, 16]."),
+        (
+            {"batchSizes": {"candidates": [8, 16], "default": 0}},
+            "spec.batchSizes.default must be at least 1, got 0.",
+        ),
+        (
+            {"ttlSecondsAfterFinished": -1},
+            "spec.ttlSecondsAfterFinished must be at least 0, got -1.",
+        ),
+        (
+            {"template": {"spec": {"containers": [{"image": "t:1"}]}}},
+            "spec.template.spec.containers[0] must be a container with a name.",
+        ),
         (
             {"target": {"metric": "acc", "value": 1, "maxEpochs": 0}},
             "spec.target.maxEpochs must be at least 1, got 0.",
