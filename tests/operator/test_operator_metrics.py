@@ -367,7 +367,7 @@ def test_each_pass_mirrors_the_status_into_the_gauges(metrics: OperatorMetrics) 
 def test_a_refused_value_is_named() -> None:
     """The operator logs these when a status written by hand holds them (handlers.py)."""
     m = OperatorMetrics()
-    with pytest.raises(ValueError, match="seconds must be finite and >= 0, got -1.0"):
+    with pytest.raises(ValueError, match=r"seconds must be finite and >= 0, got -1\.0"):
         m.run_finished("ml", "cifar", "reached", 1.0, -1.0)
     with pytest.raises(ValueError, match="time must be a finite number, got nan"):
         m.savings("ml", "cifar", 0.1, math.nan, "measured")
