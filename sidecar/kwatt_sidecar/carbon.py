@@ -564,6 +564,36 @@ class GridFollower(CarbonFollower):
             )
         self._mark = (clock_s, energy_j)
 
+    def last_reading(
+        self, state: run.RunState, clock_s: float, energy_j: float, wait_s: float
+    ) -> None:
+        """The run's last accounting. A run that ends before its first reading came (shorter
+        than a beat, as in the sandbox's compressed time, or with the first fetch still out)
+        asks once more and waits up to `wait_s`, so that its energy is priced, not dropped."""
+        self.settle(state, clock_s, energy_j)
+        if self.state.ledger.priced:
+            return
+        if self._clock0 is None:
+            self._clock0 = state.start_s
+        self.start_fetch(clock_s - self._clock0)
+        self.wait(wait_s)
+        fetched = self.take()
+        if fetched is None:
+            return
+        decision = carbon.decide(
+            self.cfg.settings,
+            self.state,
+            fetched.outcome,
+            clock_s,
+            fetched.now_s,
+            (),  # no limit is set any more: the reading only prices the run
+            state.cost_model.eta,
+            state.cost_model.max_power_w,
+        )
+        self.state = decision.state
+        if decision.problem:
+            self.failures += 1
+
     def reading(self) -> CarbonReading:
         """What /metrics shows of the run's carbon awareness."""
         ledger = self.state.ledger

@@ -377,6 +377,20 @@ def test_the_grams_cover_the_run_from_the_trainers_hello(
     assert report.carbon_g == pytest.approx(2 * 300.0)
 
 
+def test_a_run_that_ends_before_its_first_beat_is_still_priced(
+    tmp_path: Path, provider: Provider
+) -> None:
+    """A run shorter than a beat (in the sandbox's compressed time, a whole run fits in
+    one second) asks the source once more as it ends: its energy is priced, not dropped."""
+    provider.answers["/intensity"] = Answer(body=uk_body(300))
+    node, sc = carbon_sidecar(tmp_path, provider, mode="observe")
+    dev = node.device()
+    node.patch(node.uuids[0], clock_s=dev.clock_s + 60, energy_mj=dev.energy_mj + 3.6e9)
+    report = sc.finish()  # no beat in between
+    assert report.energy_j == pytest.approx(3.6e6)
+    assert report.carbon_g == pytest.approx(300.0)  # 1 kWh at 300 g CO2/kWh
+
+
 def test_a_source_that_never_answers_leaves_the_run_alone(
     tmp_path: Path, provider: Provider
 ) -> None:
