@@ -87,8 +87,9 @@ class PowerControl:
             return None, "", "it is not a JSON object", False
         owner = loaded.get("owner")
         owner = owner if isinstance(owner, str) else ""
-        if loaded.get("uuid", dev.uuid) != dev.uuid:
-            return None, owner, "it names another GPU", False
+        named = loaded.get("uuid")
+        if named != dev.uuid:  # docs/sidecar.md: a record must name its GPU
+            return None, owner, f"it names {'no GPU' if named is None else 'another GPU'}", False
         old = RECORD_KEY not in loaded
         key = OLD_RECORD_KEY if old else RECORD_KEY
         value = loaded.get(key)

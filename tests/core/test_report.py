@@ -226,3 +226,21 @@ def test_a_report_without_a_gpu_model_has_none() -> None:
     data = json.loads(encode(sample()))
     del data["gpu_model"]
     assert decode(json.dumps(data)).gpu_model == ""
+
+
+@pytest.mark.parametrize(("cost", "per_step"), [(250.0, 10.0), (3000.0, 25.0)])
+def test_window_costs_keep_eta_between_0_and_1(cost: float, per_step: float) -> None:
+    """eta follows from the run's cost, energy and time; figures that a rounding pushed
+    outside [0, 1] are costed at the nearest end: energy only (10 per step for 100 J over
+    10 steps) or time only (250 W x 1 s over 10 steps)."""
+    report = sample(
+        energy_j=1000.0,
+        time_s=10.0,
+        cost=cost,
+        gpu_count=1,
+        min_limit_w=100,
+        max_limit_w=250,
+        profile=(ProfilePoint(200, 100.0, 1.0, 10),),
+    )
+    ((limit, cost_per_step, steps, *_),) = report.window_costs()
+    assert (limit, steps) == (200, 10) and cost_per_step == pytest.approx(per_step)

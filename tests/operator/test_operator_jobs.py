@@ -382,3 +382,17 @@ def test_the_target_metrics_name_goes_to_the_named_trainer_only() -> None:
     pod = build_job(tj, 1, CHOICE, SETTINGS)["spec"]["template"]["spec"]
     assert "env" not in pod["containers"][0]
     assert _env(pod["containers"][1])["KWATT_TARGET_METRIC_NAME"] == "accuracy"
+
+
+def test_a_template_without_metadata_still_labels_the_runs_pods() -> None:
+    """The Pods carry the TrainingJob's and the run's labels (the operator finds a run's Pods
+    by them), also when the user's template has no metadata of its own."""
+    for metadata in (None, {}):
+        tj = sample_trainingjob()
+        if metadata is None:
+            del tj["spec"]["template"]["metadata"]
+        else:
+            tj["spec"]["template"]["metadata"] = metadata
+        job = build_job(tj, 3, CHOICE, SETTINGS)
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert labels["kwatt.dev/trainingjob"] == "cifar" and labels["kwatt.dev/run"] == "3"

@@ -301,3 +301,20 @@ def test_a_replayed_pass_gives_the_job_its_early_stop_threshold() -> None:
         return {e["name"]: e.get("value") for e in sidecar["env"]}
 
     assert env(replay.create[0])["KWATT_COST_THRESHOLD"] == "1234.5"
+
+
+def test_a_run_without_a_report_says_why_in_a_sentence() -> None:
+    """A run whose Job was deleted by hand: its history note says what happened."""
+    _, first = started()
+    assert first.status is not None
+    job = copy.deepcopy(first.create[0])
+    job["status"] = {"active": 1}
+    seen = reconcile(trainingjob(first.status), [job], {}, T0 + timedelta(minutes=1), SETTINGS)
+    assert seen.status is not None
+    gone = reconcile(trainingjob(seen.status), [], {}, T0 + timedelta(minutes=2), SETTINGS)
+    assert gone.status is not None
+    (item,) = gone.status["history"]
+    assert (item["result"], item["note"]) == (
+        "deleted",
+        "the run's Job was deleted before it finished",
+    )

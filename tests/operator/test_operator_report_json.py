@@ -69,3 +69,21 @@ def test_a_status_without_gpus_takes_the_highest_limit_from_the_policy() -> None
     rep = job_report(tj)
     assert rep.max_limit_w == 250 and rep.gpu is None
     assert report_json(rep)["defaultConfiguration"]["powerLimitWatts"] == 250
+
+
+def test_each_row_has_its_runs_stage_epochs_and_times() -> None:
+    tj = operated(MEASURED[:3])
+    data = report_json(job_report(tj))
+    history = tj["status"]["history"]
+    assert [r["stage"] for r in data["runs"]] == ["explore"] * 3  # ScriptedPolicy's stage
+    assert [r["epochs"] for r in data["runs"]] == [h["epochs"] for h in history] == [10] * 3
+    assert [r["completionTime"] for r in data["runs"]] == [h["completionTime"] for h in history]
+    assert all(r["completionTime"] for r in data["runs"])
+
+
+def test_a_negative_energy_written_by_hand_counts_as_none() -> None:
+    tj = operated(MEASURED[:2])
+    tj["status"]["history"][0]["energyJoules"] = -700.0
+    rep = job_report(tj)
+    assert rep.rows[0].energy_j == 0.0
+    assert rep.rows[1].cumulative_energy_j == pytest.approx(3000.0)

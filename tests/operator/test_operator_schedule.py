@@ -348,6 +348,7 @@ def tokyo_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     [
         ("* * * * *", z(2026, 5, 4, 6, 0, 30), z(2026, 5, 4, 6, 1)),
         ("0 0 1 * *", z(2026, 5, 4, 6), z(2026, 6, 1)),
+        ("0 0 1 6 *", z(2026, 5, 4, 6), z(2026, 6, 1)),  # steps a month at a time
         ("0 9 * * *", z(2026, 5, 4, 6), z(2026, 5, 4, 9)),
     ],
 )

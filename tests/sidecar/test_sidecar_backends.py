@@ -37,8 +37,11 @@ def test_without_nvml_the_run_is_observed_and_says_why(
     backend = open_backend({})
     assert backend.name == "none" and "pynvml" in backend.note
     assert backend.visible() == []
-    with pytest.raises(GpuNotFoundError):
+    with pytest.raises(GpuNotFoundError, match=r"^No GPU is visible to the sidecar \(The nvidia"):
         backend.device("GPU-a")
+    # Nothing to measure: every reading is 0.
+    readings = (backend.energy_j("GPU-a"), backend.power_w("GPU-a"), backend.limit_w("GPU-a"))
+    assert readings == (0.0, 0.0, 0.0)
     with pytest.raises(LimitPermissionError):
         backend.set_limit_w("GPU-a", 150)
     cfg = configlib.load(
@@ -74,3 +77,6 @@ def test_a_container_sees_the_gpus_its_runtime_gives_it(
     assert backend.visible() == [node.uuids[i] for i in seen]
     hidden = SimulatedBackend(node.gpu_dir, "all", hidden=True)
     assert hidden.visible() == []
+    for uuid in set(node.uuids) - set(backend.visible()):
+        with pytest.raises(GpuNotFoundError, match=f"^No visible simulated GPU has UUID {uuid}."):
+            backend.device(uuid)

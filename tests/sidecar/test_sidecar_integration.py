@@ -53,6 +53,8 @@ def test_profiles_across_short_epochs_and_reaches_target(tmp_path: Path) -> None
     kept = f"{report.limit_w} W"
     assert any(m.startswith("Profiling done") and kept in m for m in said), said
     assert any("stop after epoch 74: reached" in m for m in said), said
+    restored = [m for m in said if m.startswith("Restored")]
+    assert len(restored) == 1 and node.uuids[0] in restored[0] and "250 W" in restored[0]
     assert any(m.startswith("Run report: reached after 74 epoch") and kept in m for m in said)
     assert "SIGTERM" in last["msg"]  # then sc.stop() ended it
 

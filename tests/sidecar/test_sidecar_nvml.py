@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 import types
@@ -237,3 +238,34 @@ def test_a_limit_nvml_cannot_read_is_named_in_the_report(tmp_path: Path) -> None
     note = sc.finish().note
     assert "cannot read the power limit of GPU GPU-a: NVML error 999" in note
     assert gpu.set_calls == []
+
+
+def test_the_power_sampler_never_keeps_the_sidecar_alive() -> None:
+    """A process that ends without closing the backend (its main loop died) still exits:
+    the sampling thread of a counterless GPU does not hold it."""
+    code = """
+import types
+from kwatt_sidecar.gpu.nvml import NvmlBackend
+
+class NVMLError(Exception):
+    value = 3
+
+def no_counter(handle):
+    raise NVMLError()
+
+m = types.ModuleType("pynvml")
+m.NVMLError = NVMLError
+m.NVML_ERROR_NOT_SUPPORTED = 3
+m.nvmlInit = lambda: None
+m.nvmlDeviceGetHandleByUUID = lambda uuid: uuid
+m.nvmlDeviceIsMigDeviceHandle = lambda handle: False
+m.nvmlDeviceGetMigMode = lambda handle: (0, 0)
+m.nvmlDeviceGetTotalEnergyConsumption = no_counter
+m.nvmlDeviceGetPowerUsage = lambda handle: 200_000
+backend = NvmlBackend(sample_interval_s=0.01, nvml=m)
+backend.use(["GPU-old"])
+print("sampling", flush=True)
+"""
+    # A thread that held it would keep it running: subprocess.TimeoutExpired.
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0 and done.stdout.strip() == "sampling", done.stderr

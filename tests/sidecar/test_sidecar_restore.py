@@ -159,6 +159,18 @@ def test_record_for_another_gpu_is_not_honoured(tmp_path: Path, lines: Lines) ->
     assert "another GPU" in lines.at(logging.WARNING)[0]
 
 
+def test_record_that_names_no_gpu_is_not_honoured(tmp_path: Path, lines: Lines) -> None:
+    """docs/sidecar.md: a record must be a JSON object naming its GPU; one that names none is
+    corrupt (removed, NVML's default restored), whatever file it is in."""
+    node = make_node(tmp_path)
+    node.patch(node.uuids[0], limit_w=120.0)
+    path = write_record(node, json.dumps({"restore_limit_w": 200, "owner": "ns0/dead-pod"}))
+    pc, _ = control(node)
+    pc.restore_leftovers()
+    assert node.device().limit_w == 250.0 and not path.exists()
+    assert "names no GPU" in lines.at(logging.WARNING)[0]
+
+
 def test_valid_record_is_honoured_once_then_removed(tmp_path: Path, lines: Lines) -> None:
     node = make_node(tmp_path)
     uuid = node.uuids[0]

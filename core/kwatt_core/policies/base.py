@@ -162,11 +162,6 @@ def track_min_cost(state: State, outcome: Outcome) -> State:
     return {**state, "min_cost": best, "pending_cost": 0.0}
 
 
-def push_window(values: Sequence[float], value: float, window: int) -> list[float]:
-    """Append and keep only the last `window` values."""
-    return [*values, float(value)][-window:]
-
-
 def check_batch_size(state: State, batch_size: int) -> None:
     if batch_size not in space_of(state).batch_sizes:
         raise PolicyError(
