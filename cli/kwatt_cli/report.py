@@ -444,6 +444,8 @@ def _header(report: JobReport) -> str:
         text += f"\nGPU: {gpu['model']} x{gpu.get('count', 1)}"
         if gpu.get("minLimitWatts") and gpu.get("maxLimitWatts"):
             text += f", power limits {gpu['minLimitWatts']}-{gpu['maxLimitWatts']} W"
+            if gpu.get("startLimitWatts") not in (None, gpu["maxLimitWatts"]):
+                text += f", capped at {gpu['startLimitWatts']} W before kwatt"
         text += "."
     if report.objective is not None:
         text += "\n" + _objective_line(report.objective)
@@ -474,8 +476,13 @@ def _summary(report: JobReport, energy: Any, unit: str) -> list[str]:
             + (f" (spec.historyLimit {limit})" if limit is not None else "")
             + "; the totals and the cumulative energy include them."
         )
+    gpu = report.gpu or {}
+    capped = gpu.get("startLimitWatts") and gpu.get("startLimitWatts") != gpu.get("maxLimitWatts")
     default = f"batch size {report.default_batch_size or '(unknown)'} at " + (
-        f"{report.max_limit_w} W, the GPU's highest power limit"
+        f"{report.max_limit_w} W, the limit the GPU had before kwatt (an admin's cap; its "
+        f"highest is {gpu.get('maxLimitWatts')} W)"
+        if capped
+        else f"{report.max_limit_w} W, the GPU's highest power limit"
         if report.max_limit_w
         else "the GPU's highest power limit"
     )

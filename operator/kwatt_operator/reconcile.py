@@ -468,6 +468,8 @@ def _learn_gpu(status: Obj, state: Obj, report: Report) -> Obj:
         "minLimitWatts": report.min_limit_w,
         "maxLimitWatts": report.max_limit_w,
     }
+    if report.start_limit_w is not None:
+        status["gpu"]["startLimitWatts"] = report.start_limit_w
     space = state.get("space")
     if isinstance(space, dict) and space.get("max_limit_w") == UNKNOWN_MAX_LIMIT_W:
         state = {**state, "space": {**space, "max_limit_w": report.max_limit_w}}

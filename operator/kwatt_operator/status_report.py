@@ -128,7 +128,9 @@ class JobReport:
     runs_started: int
     runs_recorded: int
     default_batch_size: int | None
-    max_limit_w: int | None  # the GPU's highest power limit, once a report has told it
+    # The default configuration's limit, once a report has told it: the GPUs' limit before
+    # the run (an admin's cap), or their highest in older statuses.
+    max_limit_w: int | None
     gpu: Obj | None
     rows: tuple[RunRow, ...]
     earlier_runs: int  # recorded runs no longer in status.history
@@ -190,7 +192,11 @@ def job_report(trainingjob: Mapping[str, Any]) -> JobReport:
     if default_bs is None:
         default_bs = _int(policy_space.get("default_batch_size"))
     gpu = status.get("gpu") if isinstance(status.get("gpu"), Mapping) else None
-    max_limit = _int(_mapping(gpu).get("maxLimitWatts")) or _int(policy_space.get("max_limit_w"))
+    max_limit = (
+        _int(_mapping(gpu).get("startLimitWatts"))
+        or _int(_mapping(gpu).get("maxLimitWatts"))
+        or _int(policy_space.get("max_limit_w"))
+    )
     max_limit = max_limit if max_limit and max_limit > 0 else None
 
     listed_energy = sum(_float(h.get("energyJoules")) or 0.0 for h in history)

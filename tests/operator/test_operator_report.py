@@ -330,6 +330,24 @@ def test_table_has_a_row_per_run_and_the_saving() -> None:
     assert all(len(x) <= 100 for x in lines)
 
 
+def test_on_a_capped_gpu_the_default_configuration_is_the_cap() -> None:
+    """An admin capped the GPU at 200 W (250 W maximum): the job ran at 200 W before kwatt,
+    so that is the default configuration the report names, and the header says the cap."""
+    capped = [
+        (bs, dataclasses.replace(rep, start_limit_w=200, limit_w=200))
+        for bs, rep in MEASURED
+        if rep is not None
+    ]
+    tj = operated(capped)
+    assert tj["status"]["gpu"]["startLimitWatts"] == 200
+    text = flat(render_table(job_report(tj)))
+    assert "power limits 100-250 W, capped at 200 W before kwatt." in text
+    assert "Default configuration: batch size 16 at 200 W, the limit the GPU had before" in text
+    assert report_json(job_report(tj))["defaultConfiguration"]["powerLimitWatts"] == 200
+    uncapped = flat(render_table(job_report(operated(MEASURED))))
+    assert "capped" not in uncapped and "at 250 W, the GPU's highest power limit" in uncapped
+
+
 def flat(text: str) -> str:
     """The text with its wrapped lines joined, for phrases that a wrap may split."""
     return " ".join(text.split())
