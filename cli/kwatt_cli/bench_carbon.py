@@ -108,7 +108,11 @@ def extend(
         if simcarbon.ROW not in policies:
             policies[simcarbon.ROW] = out[simcarbon.ROW]
         result["policies"] = policies
-        result["carbon"] = {"kwatt": out["kwatt"], **out["comparison"]}
+        result["carbon"] = {
+            "kwatt": out["kwatt"],
+            **out["comparison"],
+            "against_default": out["against_default"],
+        }
     return {
         "series": str(bench.path),
         "hours": len(bench.series.readings),
@@ -120,7 +124,9 @@ def extend(
 
 
 def print_summary(report: dict[str, Any], out: TextIO) -> None:
-    """Carbon saved and time added by kwatt-carbon against kwatt, per workload."""
+    """Carbon saved and time added by kwatt-carbon against kwatt, per workload, and on a
+    second line against the default configuration (the default batch size at the highest
+    limit, the job before kwatt)."""
     info = report.get("carbon")
     if not info:
         return
@@ -138,10 +144,13 @@ def print_summary(report: dict[str, Any], out: TextIO) -> None:
         if not c:
             continue
         aware = wl["policies"][simcarbon.ROW]
+        d = c["against_default"]
         out.write(
             f"  {wl['name']:<14} carbon {c['kwatt']['carbon_g'] / 1000:9.2f} -> "
             f"{aware['carbon_g'] / 1000:9.2f} kg  saved {_pct(c, 'carbon_saved_pct')}  "
             f"time added {_pct(c, 'time_added_pct')}\n"
+            f"  {'':<14} against the default configuration: saved "
+            f"{_pct(d, 'carbon_saved_pct')}  time added {_pct(d, 'time_added_pct')}\n"
         )
 
 

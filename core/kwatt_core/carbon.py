@@ -448,18 +448,37 @@ def choose_limit(
     eta: float,
     max_power_w: float,
     weight: float,
+    base_limit_w: int | None = None,
     tie_tolerance: float = profiler.KWATT_PROFILING.tie_tolerance,
 ) -> int:
     """The limit of `curve` with the least carbon-weighted cost per step; near-ties go to
-    the one using less energy, as in the profiler (kwatt_core.profiler.choose_limit)."""
+    the one using less energy, as in the profiler (kwatt_core.profiler.choose_limit).
+
+    With `base_limit_w` (kwatt's ordinary limit) on the curve, the choice is anchored to it:
+    at weight 1 it is that limit, whatever the curve says. kwatt's policy chose it from
+    more than this one profile (its beliefs gather every run's windows), so a curve point
+    that looks cheaper at weight 1 is taken as noise and costed as the base; only the weight
+    moves the choice, and only to a limit clearly (beyond the tie tolerance) cheaper."""
     if not curve:
         raise CarbonError("The power curve is empty, so no limit can be chosen from it.")
     if not (math.isfinite(weight) and weight >= 0):
         raise CarbonError(f"The energy weight must be a finite number >= 0, got {weight}.")
-    model = CostModel(eta, max_power_w, weight)
+    model, plain = CostModel(eta, max_power_w, weight), CostModel(eta, max_power_w)
+    base = next((p for p in curve if p.limit_w == base_limit_w), None)
+    floor = plain.cost(base.energy_j, base.time_s) if base is not None else 0.0
+
+    def cost(p: CurvePoint) -> float:
+        weighted, unweighted = model.cost(p.energy_j, p.time_s), plain.cost(p.energy_j, p.time_s)
+        return weighted - unweighted + max(unweighted, floor)
+
+    candidates = list(curve)
+    if base is not None:
+        here = cost(base)
+        candidates = [p for p in curve if cost(p) < here]
+        if not candidates:
+            return base.limit_w
     windows = [
-        profiler.Measurement(p.limit_w, p.energy_j, p.time_s, 1, model.cost(p.energy_j, p.time_s))
-        for p in curve
+        profiler.Measurement(p.limit_w, p.energy_j, p.time_s, 1, cost(p)) for p in candidates
     ]
     return profiler.choose_limit(windows, tie_tolerance)
 
@@ -561,8 +580,10 @@ def decide(
     curve: Sequence[CurvePoint],
     eta: float,
     max_power_w: float,
+    base_limit_w: int | None = None,
 ) -> Decision:
-    """One interval: take a reading (or the source's failure) and pick the limit.
+    """One interval: take a reading (or the source's failure) and pick the limit (anchored
+    to `base_limit_w`, kwatt's ordinary limit, when given: `choose_limit`).
 
     `clock_s` is the caller's clock (what `next_s` is in); `now_s` the time the readings'
     times are in (Unix seconds, or the replayed series' time).
@@ -603,7 +624,7 @@ def decide(
     expected = forecast(history, now_s, settings.interval_s, settings.method)
     ref = reference(history, now_s, settings.reference_g)
     weight = expected / ref
-    limit = choose_limit(curve, eta, max_power_w, weight)
+    limit = choose_limit(curve, eta, max_power_w, weight, base_limit_w)
     changed = limit if limit != state.limit_w else None
     state = replace(state, limit_w=limit, decisions=state.decisions + 1)
     return Decision(state, changed, weight, expected)

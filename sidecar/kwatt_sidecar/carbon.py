@@ -503,6 +503,7 @@ class GridFollower(CarbonFollower):
             curve,
             state.cost_model.eta,
             state.cost_model.max_power_w,
+            self.base_limit_w,
         )
         self.state = decision.state
         if decision.problem:

@@ -33,14 +33,17 @@ def test_json_puts_kwatt_carbon_after_kwatt_with_carbon_and_time() -> None:
     for row in wl["policies"].values():
         assert row["carbon_g"] > 0 and row["cumulative_time_s"] > 0
     assert {"carbon_saved_pct", "time_added_pct", "carbon_saved_pct_se"} <= set(wl["carbon"])
+    assert {"carbon_saved_pct", "time_added_pct"} <= set(wl["carbon"]["against_default"])
 
 
 def test_the_table_ends_with_carbon_saved_and_time_added() -> None:
     out = kwatt(*BASE, "--carbon", str(SERIES))
     assert out.returncode == 0, out.stderr
     assert "kwatt-carbon" in out.stdout
-    last = out.stdout.strip().splitlines()[-1]
-    assert last.lstrip().startswith("movielens-1m") and "saved" in last and "time added" in last
+    *_, line, last = out.stdout.strip().splitlines()
+    assert line.lstrip().startswith("movielens-1m") and "saved" in line and "time added" in line
+    assert last.lstrip().startswith("against the default configuration: saved")
+    assert "time added" in last
 
 
 def test_a_bad_series_is_one_sentence_before_anything_runs(tmp_path: Path) -> None:

@@ -338,6 +338,30 @@ def test_choose_limit_weighs_energy_by_intensity(weight: float, limit: int) -> N
     assert carbon.choose_limit(CURVE, 0.5, 250.0, weight) == limit
 
 
+@pytest.mark.parametrize(
+    ("base", "weight", "limit"),
+    [
+        # kwatt's policy kept 150 W though this curve puts 175 W first at weight 1 (802,000
+        # against 818,625): points cheaper than the base are costed as the base, 818,625,
+        # so at weight 1 nothing is cheaper than staying.
+        (150, 1.0, 150),
+        # w = 1.02 adds 0.01 E: 250 834,115, 175 825,035, 150 824,625 -> still 150
+        # (unanchored, 175 W's 808,410 would win on a 2% change of the grid).
+        (150, 1.02, 150),
+        # w = 0.5 subtracts 0.25 E: 250 632,875, 175 658,375, 150 668,625 -> 250 W.
+        (150, 0.5, 250),
+        # base 250, w = 2 adds 0.5 E to max(cost, 826,375): 250 1,213,375, 175 1,146,875,
+        # 150 1,126,375 -> 150 W.
+        (250, 2.0, 150),
+        (250, 1.0, 250),
+        # A base the curve does not have anchors nothing: the plain choice, 175 W.
+        (200, 1.0, 175),
+    ],
+)
+def test_choose_limit_is_anchored_to_kwatts_own_limit(base: int, weight: float, limit: int) -> None:
+    assert carbon.choose_limit(CURVE, 0.5, 250.0, weight, base) == limit
+
+
 def test_choose_limit_refuses_an_empty_curve_or_a_bad_weight() -> None:
     with pytest.raises(CarbonError, match="empty"):
         carbon.choose_limit((), 0.5, 250.0, 1.0)

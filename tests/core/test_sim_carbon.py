@@ -133,3 +133,28 @@ def test_bench_carbon_compares_the_same_seeds_and_hours(imagenet: WorkloadTrace)
     ratio = 100 * (1 - aware["carbon_g"] / base["carbon_g"])
     assert comparison["carbon_saved_pct"] == pytest.approx(ratio, abs=2.0)
     assert comparison["time_added_pct_se"] is not None
+
+
+def test_under_a_steady_grid_kwatt_carbon_is_kwatt(imagenet: WorkloadTrace) -> None:
+    """At one intensity every hour the forecast is the reference, so kwatt-carbon keeps
+    kwatt's limit: with the realistic noise on, its runs must be kwatt's run for run (the
+    same draws, the same windows for the policy), and its grams the energy at that
+    intensity. Against the default configuration the carbon saved is then the energy
+    saved: 1 - kWh(kwatt) / kWh(default), seed by seed."""
+    steady = series(*([150] * 24))
+    config = BenchConfig(seeds=2, recurrences=8)
+    out = sc.bench_carbon(imagenet, config, steady, carbon.CarbonSettings())
+    assert out["comparison"]["carbon_saved_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert out["comparison"]["time_added_pct"] == pytest.approx(0.0, abs=1e-9)
+    kwatt_kwh, default_kwh = [], []
+    for seed in range(2):
+        for policy, sums in (("kwatt", kwatt_kwh), ("default", default_kwh)):
+            history = sim.simulate_job(imagenet, sc.make_policy(policy), seed, 8, config.sim)
+            sums.append(sum(r.energy_j for r in history) / 3.6e6)
+        _, grams = sc.simulate_job_carbon(
+            imagenet, sc.make_policy("kwatt"), seed, 8, config.sim, steady, carbon.CarbonSettings()
+        )
+        assert sum(grams) == pytest.approx(150 * kwatt_kwh[-1], rel=1e-9)
+    saved = [100 * (1 - k / d) for k, d in zip(kwatt_kwh, default_kwh, strict=True)]
+    against = out["against_default"]
+    assert against["carbon_saved_pct"] == pytest.approx(sum(saved) / 2, rel=1e-9)

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from kwatt_core import carbon, profiler
 from kwatt_core.cost import CostModel
-from kwatt_core.early_stop import should_stop
 from kwatt_core.policies import make_policy
 from kwatt_core.policies.base import Choice, Policy
 from kwatt_core.sim import bench
@@ -78,7 +77,8 @@ class CarbonRunner:
     """Runs one job's tries carbon-aware, as `simulate_job`'s run function.
 
     Keeps the clock of the tries of a recurrence, the curves profiled per batch size, and
-    the grams of every try (`grams[(recurrence, try)]`)."""
+    the grams of every try (`grams[(recurrence, try)]`). A try is the simulator's own run
+    (`simulator.run_once`, noise and all) whose epochs at the kept limit `_CarbonRun` runs."""
 
     trace: WorkloadTrace
     model: CostModel
@@ -101,131 +101,78 @@ class CarbonRunner:
         attempt: int,
     ) -> sim.RunResult:
         clock = self._clock.get(recurrence, self.starts[recurrence])
-        result, grams, end = self._run(choice, path, luck, clock)
-        self._clock[recurrence] = end
-        self.grams[(recurrence, attempt)] = grams
+        cached = choice.power_limit_w is not None
+        bs = choice.batch_size
+        hooks = _CarbonRun(self, bs, clock, self.curves.get(bs, ()) if cached else ())
+        result = sim.run_once(
+            self.trace, self.model, choice, path, self.config, self.profiling, luck, hooks
+        )
+        self._clock[recurrence] = hooks.clock
+        self.grams[(recurrence, attempt)] = hooks.grams
         return result
 
-    def _run(
-        self, choice: Choice, path: float | None, luck: sim.RunLuck | None, clock: float
-    ) -> tuple[sim.RunResult, float, float]:
-        trace, model, noise = self.trace, self.model, self.config.noise
-        bs = choice.batch_size
-        target = trace.epochs_to_target(bs, path)
-        iters = trace.spec.iterations_per_epoch(bs)
-        prof_config = self.profiling.config(trace.limits_w, model)
-        limit = choice.power_limit_w
-        prof: profiler.ProfilerState | None = None
-        if limit is None:
-            started = profiler.start(prof_config)
-            prof, limit = started.state, started.set_limit_w
-            assert limit is not None
-        base = limit  # kwatt's ordinary limit: the cached one, or the profile's choice
-        curve = self.curves.get(bs, ()) if prof is None else ()
-        state = carbon.CarbonState(limit_w=limit)
-        meter = sim._Meter()
-        grams = 0.0
-        last_epoch_cost: float | None = None
-        kept_epoch_cost: float | None = None
-        epochs = 0
-        reached = stopped = False
-        while epochs < trace.spec.max_epochs:
-            if should_stop(
-                model.cost(meter.energy, meter.time), last_epoch_cost, choice.cost_threshold
-            ):
-                stopped = True
-                break
-            before = model.cost(meter.energy, meter.time)
-            pace = luck.epoch_factor(noise, epochs) if luck is not None else 1.0
-            whole = prof is None or prof.phase == "done"
-            if prof is not None and prof.phase != "done":
-                e0, t0 = meter.energy, meter.time
-                prof, limit = sim._profiled_epoch(
-                    trace, prof_config, prof, limit, bs, iters, meter, pace, noise, luck
-                )
-                spent = meter.time - t0
-                if spent > 0:
-                    grams += integrate(
-                        self.series, clock, clock + spent, (meter.energy - e0) / spent
-                    )
-                clock += spent
-                if prof.phase == "done" and prof.chosen_w is not None:
-                    base = limit = prof.chosen_w
-                    curve = carbon.curve_of(prof.measurements)
-                    if prof.reason not in ("cached", "bad readings"):
-                        self.curves[bs] = curve
-                    state = carbon.CarbonState(limit_w=limit)
-            else:
-                limit, state, clock, grams = self._epoch(
-                    bs, limit, state, curve, clock, grams, pace, meter
-                )
-            epochs += 1
-            last_epoch_cost = model.cost(meter.energy, meter.time) - before
-            if whole:
-                kept_epoch_cost = last_epoch_cost
-            if target is not None and epochs >= target:
-                reached = True
-                break
-        result = sim.RunResult(
-            batch_size=bs,
-            power_limit_w=base,
-            energy_j=meter.energy,
-            time_s=meter.time,
-            cost=model.cost(meter.energy, meter.time),
-            reached=reached,
-            epochs=epochs,
-            started=True,
-            profiled_limit_w=prof.chosen_w if prof is not None and prof.phase == "done" else None,
-            profiling_steps=prof.profiling_steps if prof is not None else 0,
-            epoch_cost=kept_epoch_cost,
-            stopped_early=stopped,
-        )
-        return result, grams, clock
 
-    def _epoch(
-        self,
-        bs: int,
-        limit: int,
-        state: carbon.CarbonState,
-        curve: Sequence[carbon.CurvePoint],
-        clock: float,
-        grams: float,
-        pace: float,
-        meter: sim._Meter,
-    ) -> tuple[int, carbon.CarbonState, float, float]:
-        """One epoch at limits re-picked at every interval boundary, priced slice by slice."""
+@dataclass
+class _CarbonRun:
+    """One try's carbon: its clock on the series, its grams, and the limit in force."""
+
+    runner: CarbonRunner
+    batch_size: int
+    clock: float
+    curve: tuple[carbon.CurvePoint, ...]
+    grams: float = 0.0
+    state: carbon.CarbonState | None = None  # from the first epoch at the kept limit
+
+    def profiling_epoch(self, prof: profiler.ProfilerState, energy_j: float, time_s: float) -> None:
+        """Price the epoch at its mean power; once the profile is done, keep its curve."""
+        if time_s > 0:
+            power = energy_j / time_s
+            self.grams += integrate(self.runner.series, self.clock, self.clock + time_s, power)
+        self.clock += time_s
+        if prof.phase == "done" and prof.chosen_w is not None:
+            self.curve = carbon.curve_of(prof.measurements)
+            if prof.reason not in ("cached", "bad readings"):
+                self.runner.curves[self.batch_size] = self.curve
+
+    def kept_epoch(self, bs: int, limit: int, pace: float, meter: sim.Meter) -> None:
+        """One epoch at limits re-picked at every interval boundary, priced slice by slice;
+        `limit` is kwatt's own, which the decisions are anchored to."""
+        run, series = self.runner, self.runner.series
+        if self.state is None:
+            self.state = carbon.CarbonState(limit_w=limit)
+        state, in_force = self.state, self.state.limit_w or limit
         left = 1.0  # share of the epoch still to run
         while left > 1e-12:
-            if curve and carbon.due(state, clock):
-                reading = carbon.Reading(clock, self.series.at(clock))
+            if self.curve and carbon.due(state, self.clock):
                 decision = carbon.decide(
-                    self.settings,
+                    run.settings,
                     state,
-                    reading,
-                    clock,
-                    clock,
-                    curve,
-                    self.model.eta,
-                    self.model.max_power_w,
+                    carbon.Reading(self.clock, series.at(self.clock)),
+                    self.clock,
+                    self.clock,
+                    self.curve,
+                    run.model.eta,
+                    run.model.max_power_w,
+                    limit,
                 )
                 state = decision.state
-                self.decisions += 1
+                run.decisions += 1
                 if decision.set_limit_w is not None:
-                    limit = decision.set_limit_w
-            point = self.trace.power[(bs, limit)]
+                    in_force = decision.set_limit_w
+            point = run.trace.power[(bs, in_force)]
             epoch_s = point.time_per_epoch_s * pace
-            until = self.series.next_change_s(clock)
-            if curve and state.next_s is not None:
+            until = series.next_change_s(self.clock)
+            if self.curve and state.next_s is not None:
                 until = min(until, state.next_s)
-            span = min(left * epoch_s, max(until - clock, 0.0))
+            span = min(left * epoch_s, max(until - self.clock, 0.0))
             if span <= 0:  # at a boundary: the decision above has moved it
                 span = min(left * epoch_s, 1e-6)
             energy = point.average_power_w * span
             meter.add(energy, span)
-            grams += carbon.grams(energy, self.series.at(clock))
+            self.grams += carbon.grams(energy, series.at(self.clock))
             left -= span / epoch_s
-            clock += span
-        return limit, state, clock, grams
+            self.clock += span
+        self.state = replace(state, limit_w=in_force)
 
 
 def simulate_job_carbon(
@@ -313,7 +260,10 @@ def bench_carbon(
 
     Returns `kwatt`'s carbon figures, `kwatt-carbon`'s full benchmark figures (those of
     `kwatt_core.sim.bench`, plus carbon), and the comparison: carbon saved and time added
-    by `kwatt-carbon`, seed by seed."""
+    by `kwatt-carbon`, seed by seed. `against_default` compares it, the same way, with the
+    job as it ran before kwatt (the default batch size at the highest limit, every run), a
+    baseline that credits kwatt-carbon with kwatt's own saving too: the one a published
+    figure without power limits in its baseline would be read against."""
     n = bench.recurrences_for(trace, config)
     model = sim.cost_model_for(trace, config.sim.eta)
     _, _, oracle_cost = trace.best_config(model)
@@ -324,10 +274,14 @@ def bench_carbon(
         (b, p): trace.expected(model, b, p) for b in trace.batch_sizes for p in trace.limits_w
     }
     base_runs, base_grams, aware_runs, aware_grams = [], [], [], []
+    default_runs, default_grams = [], []
     for seed in range(config.seeds):
         history = sim.simulate_job(trace, make_policy("kwatt"), seed, n, config.sim)
         base_runs.append(history)
         base_grams.append(job_grams(series, seed, history))
+        history = sim.simulate_job(trace, make_policy("default"), seed, n, config.sim)
+        default_runs.append(history)
+        default_grams.append(job_grams(series, seed, history))
         aware, grams = simulate_job_carbon(
             trace, make_policy("kwatt"), seed, n, config.sim, series, settings
         )
@@ -341,4 +295,5 @@ def bench_carbon(
         "kwatt": figures(base_runs, base_grams),
         ROW: row,
         "comparison": saving(base_grams, base_runs, aware_grams, aware_runs),
+        "against_default": saving(default_grams, default_runs, aware_grams, aware_runs),
     }

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -239,6 +239,16 @@ def simulate_job(
     return history
 
 
+class EpochHooks(Protocol):
+    """What a run's epochs do beyond the trace (kwatt_core.sim.carbon's carbon-aware runs)."""
+
+    def profiling_epoch(self, prof: profiler.ProfilerState, energy_j: float, time_s: float) -> None:
+        """An epoch that profiled used `energy_j` over `time_s`; `prof` is where it ended."""
+
+    def kept_epoch(self, bs: int, limit: int, pace: float, meter: Meter) -> None:
+        """Run one epoch of `bs` that kwatt would run at `limit`, charging `meter`."""
+
+
 def run_once(
     trace: WorkloadTrace,
     model: CostModel,
@@ -247,15 +257,17 @@ def run_once(
     config: SimConfig,
     profiling: profiler.ProfilerStyle = profiler.KWATT_PROFILING,
     luck: RunLuck | None = None,
+    hooks: EpochHooks | None = None,
 ) -> RunResult:
-    """One run of `choice`; `luck` None runs it exactly as the trace says."""
+    """One run of `choice`; `luck` None runs it exactly as the trace says. `hooks` (kwatt's
+    stepwise charge only) replaces the epochs at the kept limit."""
     if config.charge == "upstream":
         return _run_upstream(trace, model, choice, path, config.noise, luck)
-    return _run_stepwise(trace, model, choice, path, profiling, config.noise, luck)
+    return _run_stepwise(trace, model, choice, path, profiling, config.noise, luck, hooks)
 
 
 @dataclass
-class _Meter:
+class Meter:
     """A run's true energy and time, and what the profiler's readings show of them.
 
     The two differ only inside a profiling window, where the readings carry that
@@ -281,6 +293,7 @@ def _run_stepwise(
     profiling: profiler.ProfilerStyle,
     noise: Noise,
     luck: RunLuck | None,
+    hooks: EpochHooks | None = None,
 ) -> RunResult:
     bs = choice.batch_size
     target = trace.epochs_to_target(bs, path)
@@ -292,7 +305,7 @@ def _run_stepwise(
         started = profiler.start(prof_config)
         prof, limit = started.state, started.set_limit_w
         assert limit is not None
-    meter = _Meter()
+    meter = Meter()
     last_epoch_cost: float | None = None
     kept_epoch_cost: float | None = None
     epochs = 0
@@ -307,9 +320,14 @@ def _run_stepwise(
         pace = luck.epoch_factor(noise, epochs) if luck is not None else 1.0
         whole = prof is None or prof.phase == "done"  # this epoch runs wholly at the kept limit
         if prof is not None and prof.phase != "done":
+            e0, t0 = meter.energy, meter.time
             prof, limit = _profiled_epoch(
                 trace, prof_config, prof, limit, bs, iters, meter, pace, noise, luck
             )
+            if hooks is not None:
+                hooks.profiling_epoch(prof, meter.energy - e0, meter.time - t0)
+        elif hooks is not None:
+            hooks.kept_epoch(bs, limit, pace, meter)
         else:
             point = trace.power[(bs, limit)]
             meter.add(point.energy_per_epoch_j * pace, point.time_per_epoch_s * pace)
@@ -344,7 +362,7 @@ def _profiled_epoch(
     limit: int,
     bs: int,
     iters: int,
-    meter: _Meter,
+    meter: Meter,
     pace: float,
     noise: Noise,
     luck: RunLuck | None,
