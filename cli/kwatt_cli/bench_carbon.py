@@ -51,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="G_PER_KWH",
         help=(
-            "the intensity at which kwatt-carbon runs as kwatt does (default: the mean of "
-            "the run's readings of the last day); lower saves more carbon and costs time"
+            "the intensity at which kwatt-carbon runs as kwatt does, slower above it and faster "
+            "below (default: the mean of the run's readings of the last day, and slower only); "
+            "lower saves more carbon and costs time"
         ),
     )
 

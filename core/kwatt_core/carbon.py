@@ -6,10 +6,12 @@ term of the cost weighted by the grid's carbon intensity:
 
     cost = eta * (I / I_ref) * energy + (1 - eta) * MaxPower * time      (per step)
 
-where I is the forecast intensity for the next interval and I_ref the reference: the
-mean of the readings of the last day (or a fixed value from the spec). At I = I_ref this
-is kwatt's ordinary choice; a dirtier grid pushes to lower limits (less energy per
-step), a cleaner one to higher limits (more speed, paid in cheap carbon).
+where I is the forecast intensity for the next interval and I_ref the reference: a fixed
+value from the spec, or the mean of the readings of the last day, against which I / I_ref
+is never taken below 1 (`decide`). At I = I_ref this is kwatt's ordinary choice, exactly
+(`choose_limit` is anchored to it); a dirtier grid pushes to lower limits (less energy per
+step), a cleaner one than a fixed reference to higher limits (more speed, paid in cheap
+carbon).
 
 Everything here is pure: parsers take the decoded body a provider answered, checks take
 the time, and the controller state is JSON-able. The sidecar fetches and sets limits;
@@ -624,6 +626,12 @@ def decide(
     expected = forecast(history, now_s, settings.interval_s, settings.method)
     ref = reference(history, now_s, settings.reference_g)
     weight = expected / ref
+    if settings.reference_g is None:
+        # Against the day's own mean, speed bought in clean hours costs about as much carbon
+        # as slowing in dirty ones saves (energy rises steeply above kwatt's limit), so by
+        # default a run is only ever slowed, in hours dirtier than the day's mean: it never
+        # spends carbon to save time. A reference given explicitly trades both ways.
+        weight = max(weight, 1.0)
     limit = choose_limit(curve, eta, max_power_w, weight, base_limit_w)
     changed = limit if limit != state.limit_w else None
     state = replace(state, limit_w=limit, decisions=state.decisions + 1)

@@ -411,9 +411,10 @@ def test_decide_follows_the_grid_and_keeps_the_last_good_decision_on_failure() -
     assert failed.problem == "timed out"
     assert not carbon.due(failed.state, 3600 + 300)
     assert carbon.due(failed.state, 3600 + 360)
-    # A clean hour: 100 against a mean of 400, weight 0.25: 536,125 / 561,625 / 593,625.
+    # A clean hour: 100 against a mean of 400, weight 0.25; against the day's own mean the
+    # weight never goes below 1 (no carbon is spent on speed), so back to kwatt's 175 W.
     d = carbon.decide(SETTINGS, failed.state, Reading(3960, 100), 3960.0, 3960.0, CURVE, 0.5, 250.0)
-    assert d.set_limit_w == 250
+    assert (d.weight, d.set_limit_w, d.state.limit_w) == (1.0, 175, 175)
     assert d.state.last_error == ""
     assert [r.g_per_kwh for r in d.state.history] == [100, 1000, 100]
 
@@ -422,6 +423,11 @@ def test_decide_with_a_fixed_reference() -> None:
     settings = carbon.CarbonSettings(reference_g=100.0)
     d = carbon.decide(settings, carbon.CarbonState(), Reading(0, 200), 0.0, 0.0, CURVE, 0.5, 250)
     assert (d.weight, d.set_limit_w) == (2.0, 150)
+    # A reference given explicitly trades both ways: 100 against 400 is weight 0.25, and
+    # costs 536,125 / 561,625 / 593,625 put 250 W first.
+    settings = carbon.CarbonSettings(reference_g=400.0)
+    d = carbon.decide(settings, carbon.CarbonState(), Reading(0, 100), 0.0, 0.0, CURVE, 0.5, 250)
+    assert (d.weight, d.set_limit_w) == (0.25, 250)
 
 
 def test_decide_keeps_a_bounded_history_of_distinct_readings() -> None:
