@@ -305,10 +305,10 @@ def build_job(
             }
         ],
     }
+    template = pod_template(str(namespace), str(name), run, spec, choice, settings)
     job_spec: dict[str, Any] = {
-        "template": pod_template(str(namespace), str(name), run, spec, choice, settings)
+        "template": with_carbon(template, spec, choice, trainingjob.get("status"))
     }
-    with_carbon(job_spec["template"], spec, choice, trainingjob.get("status"))
     if spec.backoff_limit is not None:
         job_spec["backoffLimit"] = spec.backoff_limit
     if spec.active_deadline_seconds is not None:
@@ -325,14 +325,14 @@ def with_carbon(
     spec: TrainingJobSpec,
     choice: Choice,
     status: Mapping[str, Any] | None,
-) -> None:
-    """Add spec.objective.carbon to a run's Pod template, in place (docs/carbon.md): the
+) -> dict[str, Any]:
+    """The run's Pod template with spec.objective.carbon added (docs/carbon.md): the
     sidecar's carbon settings, with the power curve cached for this batch size, and the
-    Secret and ConfigMap mounted in the sidecar alone."""
+    Secret and ConfigMap mounted in the sidecar alone. `template` is left as it was."""
     carbon = spec.objective.carbon
     if carbon is None:
-        return
-    pod = template["spec"]
+        return template
+    pod = dict(template["spec"])
     volumes, mounts = carbon_pod_volumes(carbon)
     taken = [v.get("name") for v in pod.get("volumes") or [] if isinstance(v, Mapping)]
     clash = [v["name"] for v in volumes if v["name"] in taken]
@@ -341,15 +341,18 @@ def with_carbon(
             [f"spec.template.spec.volumes has a volume named {clash[0]!r}, which kwatt uses."]
         )
     pod["volumes"] = [*(pod.get("volumes") or []), *volumes]
-    sidecar = next(x for x in pod["initContainers"] if x.get("name") == c.SIDECAR_CONTAINER)
-    sidecar["env"] = merge_env(
-        sidecar.get("env"),
-        carbon_env(
-            carbon,
-            cached_curve(status, choice.batch_size) if choice.power_limit_w is not None else None,
-        ),
-    )
-    sidecar["volumeMounts"] = [*sidecar.get("volumeMounts", []), *mounts]
+    curve = cached_curve(status, choice.batch_size) if choice.power_limit_w is not None else None
+    pod["initContainers"] = [
+        {
+            **x,
+            "env": merge_env(x.get("env"), carbon_env(carbon, curve)),
+            "volumeMounts": [*x.get("volumeMounts", []), *mounts],
+        }
+        if x.get("name") == c.SIDECAR_CONTAINER
+        else x
+        for x in pod["initContainers"]
+    ]
+    return {**template, "spec": pod}
 
 
 def pod_template(

@@ -3,6 +3,7 @@ keeps and what `kwatt report` says of it (docs/carbon.md)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from kwatt_core import contract
 from kwatt_core.policies.base import Choice
 from kwatt_core.report import ProfilePoint, Report
 from kwatt_operator import carbon
-from kwatt_operator.jobs import SidecarSettings, build_job
+from kwatt_operator.jobs import SidecarSettings, build_job, pod_template, with_carbon
 from kwatt_operator.spec import SpecError, parse_spec
 
 SETTINGS = SidecarSettings(image="example.com/kwatt-sidecar:1")
@@ -231,6 +232,22 @@ def test_no_carbon_adds_nothing() -> None:
     assert not any(k.startswith("KWATT_CARBON") for k in env_of(sidecar))
     names = [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]]
     assert carbon.SECRET_VOLUME not in names and carbon.CONFIG_VOLUME not in names
+
+
+def test_adding_carbon_leaves_the_template_it_was_given_alone() -> None:
+    """Objects are built by pure functions: the template without carbon, built first, is
+    not changed by adding the carbon settings, and the result has them in the sidecar."""
+    tj = sample_trainingjob(objective={"carbon": {"source": {"kind": "uk"}, "intervalMinutes": 15}})
+    spec = parse_spec(tj["spec"])
+    pick = Choice(16, None, None, "explore")
+    template = pod_template("ml", "cifar", 1, spec, pick, SETTINGS)
+    before = copy.deepcopy(template)
+    added = with_carbon(template, spec, pick, None)
+    assert template == before
+    (sidecar,) = [
+        x for x in added["spec"]["initContainers"] if x["name"] == contract.SIDECAR_CONTAINER
+    ]
+    assert float(env_of(sidecar)["KWATT_CARBON_INTERVAL_S"]) == 900  # 15 minutes
 
 
 def test_a_volume_named_like_kwatts_is_refused() -> None:
