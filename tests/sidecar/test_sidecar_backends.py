@@ -5,11 +5,13 @@ simulated GPUs a container sees (NVIDIA_VISIBLE_DEVICES, as the NVIDIA runtime r
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sidecar_support import NODE, make_node
 
+from kwatt_core import simgpu as simdev
 from kwatt_sidecar import config as configlib
 from kwatt_sidecar.app import Sidecar
 from kwatt_sidecar.gpu import GpuError, GpuNotFoundError, LimitPermissionError, open_backend
@@ -80,3 +82,16 @@ def test_a_container_sees_the_gpus_its_runtime_gives_it(
     for uuid in set(node.uuids) - set(backend.visible()):
         with pytest.raises(GpuNotFoundError, match=f"^No visible simulated GPU has UUID {uuid}."):
             backend.device(uuid)
+
+
+@pytest.mark.parametrize("keyword", ["void", "none"])
+def test_the_runtimes_keywords_select_no_gpu_whatever_the_gpus_are_called(
+    tmp_path: Path, keyword: str
+) -> None:
+    """`void` and `none` mean no GPU to the NVIDIA runtime before any device list is read,
+    so a GPU whose name happens to be that word is not selected by it."""
+    node = make_node(tmp_path)
+    simdev.create(node.gpu_dir, replace(node.device(), uuid=keyword))
+    assert SimulatedBackend(node.gpu_dir, "all").visible() == sorted([keyword, *node.uuids])
+    assert SimulatedBackend(node.gpu_dir, keyword).visible() == []
+    assert SimulatedBackend(node.gpu_dir, f" {keyword} ").visible() == []

@@ -114,6 +114,11 @@ def test_uk_source_reads_the_documented_shape(provider: Provider) -> None:
     [
         (Answer(500, {"error": "down"}), "answered HTTP 500"),
         (Answer(401, {"error": "who"}), "refused the credentials"),
+        (Answer(403, {"error": "forbidden"}), r"refused the credentials \(HTTP 403\)"),
+        (
+            Answer(404, {"error": "no such path"}),
+            r"^The UK Carbon Intensity API answered HTTP 404\.$",
+        ),
         (Answer(200, b"<html>maintenance</html>"), "not JSON"),
         (Answer(200, {"data": "soon"}), "no 'data' list"),
         (Answer(200, uk_body(-40)), "negative"),
@@ -130,6 +135,21 @@ def test_uk_source_turns_every_failure_into_a_sentence(
     source = sidecar_carbon.UkSource(provider.url("/intensity"), timeout_s=0.3)
     with pytest.raises(CarbonError, match=why):
         source.fetch(time.time(), 0.0)
+
+
+def test_uk_source_with_a_region_asks_that_regions_forecast(
+    provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/carbon.md: with `zone` set to a region id, `GET /regional/regionid/<id>` next to
+    `/intensity`, whose answer nests the region's periods one level deeper."""
+    monkeypatch.setitem(sidecar_carbon.DEFAULT_URLS, "uk", provider.url("/api/intensity"))
+    start = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
+    periods = [{"from": start, "to": start, "intensity": {"forecast": 87, "index": "low"}}]
+    region = {"regionid": 13, "shortname": "London", "data": periods}
+    provider.answers["/api/regional/regionid/13"] = Answer(body={"data": [region]})
+    source = sidecar_carbon.UkSource(sidecar_carbon.DEFAULT_URLS["uk"], "13", timeout_s=2)
+    assert source.fetch(time.time(), 0.0).g_per_kwh == 87
+    assert [path for path, _ in provider.seen] == ["/api/regional/regionid/13"]
 
 
 def test_unreachable_source_is_a_sentence() -> None:
@@ -206,6 +226,10 @@ def test_watttime_logs_in_with_the_secret_and_again_when_the_token_expires(
     provider.answers["/v3/forecast"] = Answer(body={**forecast, "meta": {"units": "percentile"}})
     with pytest.raises(CarbonError, match="not an intensity"):
         source.fetch(time.time(), 0.0)
+    # Any other failure of the forecast is WattTime's sentence too.
+    provider.answers["/v3/forecast"] = Answer(500, {"error": "down"})
+    with pytest.raises(CarbonError, match=r"^WattTime answered HTTP 500\.$"):
+        source.fetch(time.time(), 0.0)
     provider.answers["/login"] = Answer(401, {"error": "no"})
     source.token = ""
     with pytest.raises(CarbonError, match="login refused the credentials"):
@@ -245,6 +269,15 @@ def test_file_and_csv_sources(tmp_path: Path) -> None:
         ({"KWATT_CARBON_SOURCE": "uk", "KWATT_CARBON_REFERENCE_G": "-5"}, "negative"),
         ({"KWATT_CARBON_SOURCE": "uk", "KWATT_CARBON_PROFILE": "[[250, 1]]"}, "PROFILE\\[0\\]"),
         ({"KWATT_CARBON_SOURCE": "uk", "KWATT_CARBON_PROFILE": "{"}, "not JSON"),
+        *[
+            ({"KWATT_CARBON_SOURCE": "uk", "KWATT_CARBON_PROFILE": json.dumps(curve)}, word)
+            for curve, word in [
+                ([[250, 154.6, 0.7], [0, 128.1, 0.77]], r"PROFILE\[1\] must be \[limit W >= 1"),
+                ([[-175, 128.1, 0.77]], r"PROFILE\[0\] must be \[limit W >= 1"),
+                ([[175, 0, 0.77]], r"PROFILE\[0\]"),
+                ([[175, 128.1, -0.77]], r"PROFILE\[0\]"),
+            ]
+        ],
     ],
 )
 def test_bad_carbon_settings_stop_the_sidecar_with_a_sentence(
@@ -252,6 +285,19 @@ def test_bad_carbon_settings_stop_the_sidecar_with_a_sentence(
 ) -> None:
     with pytest.raises(configlib.ConfigError, match=word):
         configlib.load(env)
+
+
+def test_a_cached_curve_is_taken_as_given() -> None:
+    """Any positive J and seconds per step are a point (a small model's step may well cost
+    less than a joule); the limit is whole watts from 1 W up."""
+    curve = [[1, 0.25, 0.001], [250, 774_000 / STEPS, 3515 / STEPS]]
+    env = {"KWATT_CARBON_SOURCE": "uk", "KWATT_CARBON_PROFILE": json.dumps(curve)}
+    carbon = configlib.load(env).carbon
+    assert carbon is not None
+    assert [(p.limit_w, p.energy_j, p.time_s) for p in carbon.profile] == [
+        (1, 0.25, 0.001),
+        (250, 774_000 / STEPS, 3515 / STEPS),
+    ]
 
 
 def test_no_carbon_source_means_off() -> None:
@@ -403,3 +449,27 @@ def test_a_source_that_never_answers_leaves_the_run_alone(
     assert report.carbon_g is None
     assert "no carbon figure" in report.note
     assert report.result == "interrupted"  # the trainer never ended; nothing about carbon
+
+
+def test_an_unusable_reading_is_logged_with_the_limit_it_keeps(
+    tmp_path: Path, provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WARNING names the limit in force (the cached 175 W here, then the 150 W a
+    reading chose), so that the log says what the run goes on at."""
+    provider.answers["/intensity"] = Answer(503, {"error": "maintenance"})
+    node, sc = carbon_sidecar(tmp_path, provider)
+    with caplog.at_level("WARNING", logger="kwatt.sidecar"):
+        beat(node, sc)
+        provider.answers["/intensity"] = Answer(body=uk_body(200))
+        beat(node, sc, 12, 0)  # a fifth of the interval after a failure: the retry
+        assert node.device().limit_w == 150
+        provider.answers["/intensity"] = Answer(200, b"<html>maintenance</html>")
+        beat(node, sc, 60, 0)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    unusable = [m for m in said if m.startswith("Carbon intensity unusable")]
+    assert len(unusable) == 2, said
+    assert unusable[0].startswith("Carbon intensity unusable, keeping 175 W: ")
+    assert "HTTP 503" in unusable[0]
+    assert unusable[1].startswith("Carbon intensity unusable, keeping 150 W: ")
+    assert "not JSON" in unusable[1]
+    sc.finish()
