@@ -250,6 +250,16 @@ def test_adding_carbon_leaves_the_template_it_was_given_alone() -> None:
     assert float(env_of(sidecar)["KWATT_CARBON_INTERVAL_S"]) == 900  # 15 minutes
 
 
+def test_the_templates_own_volumes_stay_beside_the_carbon_ones() -> None:
+    """A trainer's own volume (data, a cache) is kept when carbon adds the Secret's."""
+    carbon_spec = {"source": {"kind": "electricitymaps", "zone": "DE", "secretName": "em"}}
+    tj = sample_trainingjob(objective={"carbon": carbon_spec})
+    tj["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+    job = build_job(tj, 1, Choice(16, None, None, "explore"), SETTINGS)
+    names = [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]]
+    assert "data" in names and carbon.SECRET_VOLUME in names
+
+
 def test_a_volume_named_like_kwatts_is_refused() -> None:
     tj = sample_trainingjob(
         objective={"carbon": {"source": {"kind": "watttime", "zone": "X", "secretName": "wt"}}}

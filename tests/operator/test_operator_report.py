@@ -293,6 +293,19 @@ def test_a_garbled_status_does_not_crash_the_report() -> None:
     json.dumps(report_json(rep))
 
 
+def test_the_default_limit_comes_from_the_gpu_before_the_policys_placeholder() -> None:
+    """status.gpu names the GPU's highest limit once a report told it; the policy's space
+    keeps its own copy, which an older or reset status may lack or have at its placeholder
+    0 (unknown). The report names the GPU's; with no state recorded, the state is Unknown."""
+    tj = operated(MEASURED[:3])
+    tj["status"]["policy"]["space"]["max_limit_w"] = 0
+    del tj["status"]["state"]
+    rep = job_report(tj)
+    assert rep.max_limit_w == 250
+    assert rep.state == "Unknown"
+    assert render_table(rep).startswith("TrainingJob ml/cifar: Unknown,")
+
+
 def test_compare_with_default_needs_both_sums() -> None:
     assert compare_with_default(None) is None
     assert compare_with_default({"all": {"runs": 2, "energyJoules": 10.0, "seconds": 1.0}}) is None
