@@ -60,7 +60,7 @@ class Part:
 # of wall time in core, 0.5 s in client, 1.2 s in operator and 3.3 s in sidecar, whose tests
 # run the sidecar as a process; a part's stats and clean runs add about a minute (core's
 # four). These rates keep a whole `make mutation` near 25 minutes on 2 otherwise idle cores
-# (24 in the last run), well within 30 on a busier machine. Each part runs all of its
+# (24 in the last run). Each part runs all of its
 # test folder; tests that need the sandbox's Kubernetes control plane (the `cluster`
 # fixture) are deselected by the plugin, which leaves the operator's pure tests.
 PARTS: dict[str, Part] = {
