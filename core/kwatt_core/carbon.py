@@ -460,7 +460,7 @@ def choose_limit(
     at weight 1 it is that limit, whatever the curve says. kwatt's policy chose it from
     more than this one profile (its beliefs gather every run's windows), so a curve point
     that looks cheaper at weight 1 is taken as noise and costed as the base; only the weight
-    moves the choice, and only to a limit clearly (beyond the tie tolerance) cheaper."""
+    moves the choice, to a limit cheaper than staying (near-ties among those as above)."""
     if not curve:
         raise CarbonError("The power curve is empty, so no limit can be chosen from it.")
     if not (math.isfinite(weight) and weight >= 0):
