@@ -710,7 +710,13 @@ def test_stopped_heartbeat_makes_node_not_ready_until_it_resumes(tmp_path: Path)
         ready = eventually(unknown, timeout=15, interval=0.3)
         assert time.monotonic() - stopped >= 7  # NODE_GRACE_S of silence first
         assert ready["reason"] == "NodeStatusUnknown"
-        assert "node.kubernetes.io/unreachable" in ready["taints"]
+        # The controller taints the node in a write of its own after the condition's, so
+        # the taint may land a moment later (a clean-clone run read the node in between).
+        eventually(
+            lambda: "node.kubernetes.io/unreachable" in node_ready(sb, "hb-0")["taints"],
+            timeout=4,
+            interval=0.2,
+        )
 
         def back() -> Obj | None:
             ready = node_ready(sb, "hb-0")
