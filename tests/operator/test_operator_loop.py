@@ -7,7 +7,7 @@ and replayed through the core's `KwattPolicy` with the TrainingJob's own seed: t
 operator must have chosen exactly what the replay chooses (batch size, cached power
 limit, threshold, stage), run by run, and end with the same policy state. 14 runs on
 four candidates walk down from the default (4 or 5 runs) and then exploit, so both stages
-are covered, and the exploit stage samples its limits (a different one came up in 14).
+are covered (the seed comes from the TrainingJob's uid, so the walk's length varies).
 
 The operator runs as its ServiceAccount with sidecar ports of its own
 (operator_support.running_operator).
