@@ -37,6 +37,7 @@ from typing import Any, Literal, Protocol
 from kwatt_core import carbon, contract, run
 from kwatt_core.carbon import CarbonError, CurvePoint, Reading
 from kwatt_core.report import Report
+from kwatt_sidecar.envnumber import env_number
 from kwatt_sidecar.metrics import CarbonReading
 
 log = logging.getLogger("kwatt.sidecar")
@@ -132,16 +133,7 @@ def load_config(env: Mapping[str, str]) -> CarbonConfig | None:
 
 
 def _number(env: Mapping[str, str], name: str) -> float | None:
-    text = env.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise CarbonConfigError(f"{name}={text!r} is not a number.") from None
-    if not math.isfinite(value):
-        raise CarbonConfigError(f"{name}={text!r} is not a finite number.")
-    return value
+    return env_number(env, name, float, CarbonConfigError)
 
 
 def _seconds(env: Mapping[str, str], name: str, bounds: tuple[float, float]) -> float | None:
@@ -493,21 +485,8 @@ class GridFollower(CarbonFollower):
         fetched = self.take()
         if fetched is None:
             return None
-        curve = self.curve if self._ready else ()
-        decision = carbon.decide(
-            self.cfg.settings,
-            self.state,
-            fetched.outcome,
-            clock_s,
-            fetched.now_s,
-            curve,
-            state.cost_model.eta,
-            state.cost_model.max_power_w,
-            self.base_limit_w,
-        )
-        self.state = decision.state
+        decision = self._decide(state, fetched, clock_s, self.curve if self._ready else ())
         if decision.problem:
-            self.failures += 1
             log.warning(
                 "Carbon intensity unusable, keeping %s: %s",
                 f"{self.limit_w} W" if self.limit_w else "the current limit",
@@ -579,21 +558,32 @@ class GridFollower(CarbonFollower):
         self.start_fetch(clock_s - self._clock0)
         self.wait(wait_s)
         fetched = self.take()
-        if fetched is None:
-            return
+        if fetched is not None:  # no limit is set any more: the reading only prices the run
+            self._decide(state, fetched, clock_s, ())
+
+    def _decide(
+        self,
+        state: run.RunState,
+        fetched: Fetched,
+        clock_s: float,
+        curve: tuple[CurvePoint, ...],
+    ) -> carbon.Decision:
+        """Take a fetched reading (or its failure, counted) into the state; the decision."""
         decision = carbon.decide(
             self.cfg.settings,
             self.state,
             fetched.outcome,
             clock_s,
             fetched.now_s,
-            (),  # no limit is set any more: the reading only prices the run
+            curve,
             state.cost_model.eta,
             state.cost_model.max_power_w,
+            self.base_limit_w,
         )
         self.state = decision.state
         if decision.problem:
             self.failures += 1
+        return decision
 
     def reading(self) -> CarbonReading:
         """What /metrics shows of the run's carbon awareness."""

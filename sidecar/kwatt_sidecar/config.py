@@ -11,6 +11,7 @@ from kwatt_core.report import MODES, Report
 from kwatt_core.run import RunError, RunSettings
 from kwatt_sidecar.carbon import CarbonConfig, CarbonConfigError
 from kwatt_sidecar.carbon import load_config as load_carbon
+from kwatt_sidecar.envnumber import env_number
 
 # The ranges every numeric setting is checked against (docs/sidecar.md lists them).
 MAX_BATCH_SIZE = 2**31 - 1
@@ -44,18 +45,7 @@ class SidecarConfig:
 
 
 def _number(env: Mapping[str, str], name: str, kind: type[float] | type[int]) -> float | None:
-    text = env.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ConfigError(
-            f"{name}={text!r} is not a{'n integer' if kind is int else ' number'}."
-        ) from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name}={text!r} is not a finite number.")
-    return value
+    return env_number(env, name, kind, ConfigError)
 
 
 def _int(
