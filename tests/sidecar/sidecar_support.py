@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -274,3 +275,20 @@ def call(
         return resp.status, heads, data or None
     finally:
         conn.close()
+
+
+class Lines(logging.Handler):
+    """The sidecar's log records, whatever an earlier in-process main() did to propagation."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def at(self, level: int) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno == level]
+
+    def text(self) -> str:
+        return "\n".join(r.getMessage() for r in self.records)

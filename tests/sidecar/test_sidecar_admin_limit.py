@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sidecar_support import Node, make_node, start_sidecar
+from sidecar_support import Lines, Node, make_node, start_sidecar
 
 from kwatt_client import Kwatt
 from kwatt_core import simgpu
@@ -41,30 +40,6 @@ class SpyBackend(SimulatedBackend):
             raise simgpu.DeviceError("The driver is busy (a transient error).")
         self.sets.append((uuid, watts))
         super().set_limit_w(uuid, watts)
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def warnings(self) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno == logging.WARNING]
-
-
-@pytest.fixture
-def lines() -> Iterator[Lines]:
-    handler = Lines()
-    logger = logging.getLogger("kwatt.sidecar")
-    old = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 def cap(node: Node, watts: float, uuid: str | None = None) -> None:
@@ -282,7 +257,7 @@ def test_observe_mode_needs_no_state_dir(tmp_path: Path, lines: Lines) -> None:
     sc.epoch(0.1)
     report = sc.finish()
     assert report.mode == "observe" and report.start_limit_w is None
-    assert "record" not in report.note and not lines.warnings()
+    assert "record" not in report.note and not lines.at(logging.WARNING)
     assert not (tmp_path / "no").exists()
 
 
@@ -305,6 +280,6 @@ def test_an_unwritable_state_dir_is_said_in_the_report(tmp_path: Path, lines: Li
     assert node.device().limit_w == 150.0
     report = sc.finish()
     assert node.device().limit_w == 250.0
-    warnings = [w for w in lines.warnings() if "restore record cannot be written" in w]
+    warnings = [w for w in lines.at(logging.WARNING) if "restore record cannot be written" in w]
     assert len(warnings) == 1 and "KWATT_STATE_DIR" in warnings[0]
     assert "KWATT_STATE_DIR" in report.note and "killed" in report.note

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sidecar_support import Node, make_node, request, sample, start_sidecar
+from sidecar_support import Lines, Node, make_node, request, sample, start_sidecar
 
 from kwatt_client import Kwatt
 from kwatt_sidecar import config as configlib
@@ -22,35 +21,6 @@ from kwatt_sidecar.gpu.simulated import SimulatedBackend
 from kwatt_sidecar.limits import PowerControl
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Lines(logging.Handler):
-    """The sidecar's log records, whatever an earlier in-process main() did to propagation."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def at(self, level: int) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno == level]
-
-    def text(self) -> str:
-        return "\n".join(r.getMessage() for r in self.records)
-
-
-@pytest.fixture
-def lines() -> Iterator[Lines]:
-    handler = Lines()
-    logger = logging.getLogger("kwatt.sidecar")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 class SpyBackend(SimulatedBackend):
