@@ -22,6 +22,8 @@ from typing import Any
 from kwatt_core import contract as c
 from kwatt_core.carbon import MAX_G_PER_KWH, METHODS
 from kwatt_core.report import Report
+from kwatt_operator.fields import env_var as _env
+from kwatt_operator.fields import show as _show
 
 KINDS = ("uk", "electricitymaps", "watttime", "file", "csv")
 NEEDS_SECRET = ("electricitymaps", "watttime")
@@ -145,11 +147,6 @@ def parse_carbon(value: Any, problems: list[str]) -> Carbon | None:
     )
 
 
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _string(data: Mapping[str, Any], key: str, path: str, problems: list[str]) -> str | None:
     value = data.get(key)
     if value is None:
@@ -182,10 +179,6 @@ def _number(
 
 
 # --- the run's Pod ------------------------------------------------------------------------------
-
-
-def _env(name: str, value: Any) -> dict[str, Any]:
-    return {"name": name, "value": str(value)}
 
 
 def sidecar_env(carbon: Carbon, curve: Sequence[Sequence[float]] | None) -> list[dict[str, Any]]:

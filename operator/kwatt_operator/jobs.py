@@ -21,6 +21,7 @@ from kwatt_operator.carbon import cached_curve
 from kwatt_operator.carbon import pod_volumes as carbon_pod_volumes
 from kwatt_operator.carbon import sidecar_env as carbon_env
 from kwatt_operator.crd import API_VERSION, GROUP, KIND
+from kwatt_operator.fields import env_var as _env
 from kwatt_operator.spec import ObjectiveDefaults, SpecError, TrainingJobSpec, parse_spec
 
 LABEL_TRAININGJOB = f"{GROUP}/trainingjob"
@@ -109,10 +110,6 @@ def choice_of_job(job: Mapping[str, Any]) -> Choice | None:
         )
     except (TypeError, ValueError, KeyError, AttributeError):
         return None
-
-
-def _env(name: str, value: Any) -> dict[str, Any]:
-    return {"name": name, "value": str(value)}
 
 
 def _number(value: float) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Literal, cast
 from kwatt_core.contract import DEFAULT_BATCH_SIZE_ENV, SIDECAR_CONTAINER
 from kwatt_core.policies.base import SearchSpace
 from kwatt_operator.carbon import Carbon, parse_carbon
+from kwatt_operator.fields import show as _show
 from kwatt_operator.schedule import ScheduleError, parse_schedule, parse_time_zone
 
 PowerMode = Literal["optimize", "observe", "fixed"]
@@ -214,11 +215,6 @@ class _Reader:
             self.fail(f"{path} must be one of {', '.join(allowed)}, got {_show(value)}.")
             return default
         return str(value)
-
-
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_spec(
