@@ -246,6 +246,7 @@ def trace_report(trace: WorkloadTrace, job: dict[str, Any], luck: float) -> Repo
         limit_w=run.power_limit_w,
         profile_complete=run.profiled_limit_w is not None,
         epoch_cost=run.epoch_cost,
+        kept_epochs=run.kept_epochs or None,
         metric=0.61 if run.reached else 0.42,
         gpu_model="Tesla V100-SXM2-32GB",
         min_limit_w=min(trace.limits_w),

@@ -50,6 +50,10 @@ class Report:
     maximums, since one limit is set on all of them. None when no GPU was found
     (and in reports of sidecars older than these fields).
 
+    `epoch_cost`: the mean cost of the `kept_epochs` epochs that ran wholly at the kept
+    limit (None when profiling took every epoch). Older sidecars sent the last such epoch
+    alone and no `kept_epochs`, which reads as one.
+
     `start_limit_w`: the highest whole-watt limit the run could set, i.e. the limit its GPUs
     had when it began (an admin's cap, or the default) within that range; the sidecar put
     that limit back at the end. None in observe mode and from older sidecars (their top was
@@ -66,6 +70,7 @@ class Report:
     limit_w: int | None = None
     profile_complete: bool = False
     epoch_cost: float | None = None
+    kept_epochs: int | None = None
     metric: float | None = None
     gpu_model: str = ""
     gpu_count: int = 1
@@ -93,6 +98,7 @@ class Report:
             started=self.epochs > 0 or self.result == "reached",
             epochs=self.epochs,
             epoch_cost=self.epoch_cost,
+            kept_epochs=self.kept_epochs or 1,
             stopped_early=self.result == "stopped",
             kept_limit_w=self.limit_w,
             profile=self.window_costs(),
@@ -157,7 +163,7 @@ def _dump(report: Report) -> str:
     data["profile"] = [
         [p.limit_w, round(p.energy_j, 3), round(p.time_s, 4), p.steps] for p in report.profile
     ]
-    for key in (*CARBON_FIELDS, "start_limit_w"):
+    for key in (*CARBON_FIELDS, "start_limit_w", "kept_epochs"):
         if data[key] is None:
             del data[key]  # absent unless carbon-aware: reports stay as short as before
     for key in ("energy_j", "time_s", "cost", "epoch_cost", "metric", *CARBON_FIELDS):
@@ -219,6 +225,13 @@ def decode(text: str) -> Report:
             f"Field 'start_limit_w' of the run report ({start_limit_w}) must lie within "
             f"'min_limit_w' and 'max_limit_w' ({min_limit!r} and {max_limit!r})."
         )
+    epoch_cost = _optional_float(data, "epoch_cost")
+    kept = data.get("kept_epochs")
+    kept_epochs = None if kept is None else _int_value(kept, "kept_epochs", minimum=1)
+    if kept_epochs is not None and epoch_cost is None:
+        raise ReportError(
+            "Field 'kept_epochs' of the run report comes with 'epoch_cost', which is missing."
+        )
     return Report(
         result=result,  # type: ignore[arg-type]
         batch_size=_int_value(data.get("batch_size"), "batch_size", minimum=1),
@@ -229,7 +242,8 @@ def decode(text: str) -> Report:
         mode=mode,  # type: ignore[arg-type]
         limit_w=None if limit_w is None else _int_value(limit_w, "limit_w", minimum=1),
         profile_complete=bool(data.get("profile_complete", False)),
-        epoch_cost=_optional_float(data, "epoch_cost"),
+        epoch_cost=epoch_cost,
+        kept_epochs=kept_epochs,
         metric=_optional_float(data, "metric", allow_negative=True),
         gpu_model=str(data.get("gpu_model", ""))[:128],
         gpu_count=_int_value(data.get("gpu_count", 1), "gpu_count", minimum=1),

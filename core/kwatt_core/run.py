@@ -145,7 +145,8 @@ class RunState:
     prof: profiler.ProfilerState | None = None
     epochs: int = 0
     last_epoch_cost: float | None = None
-    kept_epoch_cost: float | None = None
+    kept_cost: float = 0.0  # summed over the epochs run wholly at the kept limit
+    kept_epochs: int = 0
     metric: float | None = None
     reached: bool = False
     stop: StopReason = ""
@@ -295,7 +296,8 @@ def epoch_end(
     epoch_cost = state.cost_model.cost(
         max(energy_j - state.epoch_start_j, 0.0), max(now_s - state.epoch_start_s, 0.0)
     )
-    # An epoch run entirely at the kept limit tells the policy what one epoch costs.
+    # Epochs run entirely at the kept limit tell the policy what one epoch costs: their
+    # mean, which is the more exact the more of them there are.
     kept_whole_epoch = state.prof is None or (
         state.prof.phase == "done" and state.prof.epoch_steps == 0
     )
@@ -317,7 +319,8 @@ def epoch_end(
         epoch_start_s=now_s,
         epoch_start_j=energy_j,
         last_epoch_cost=epoch_cost,
-        kept_epoch_cost=epoch_cost if kept_whole_epoch else state.kept_epoch_cost,
+        kept_cost=state.kept_cost + (epoch_cost if kept_whole_epoch else 0.0),
+        kept_epochs=state.kept_epochs + int(kept_whole_epoch),
         metric=metric if metric is not None else state.metric,
     )
     if metric is not None and settings.target_metric is not None:
@@ -405,7 +408,8 @@ def report(
         mode=state.mode,
         limit_w=limit if state.mode != "observe" else None,
         profile_complete=complete,
-        epoch_cost=state.kept_epoch_cost,
+        epoch_cost=state.kept_cost / state.kept_epochs if state.kept_epochs else None,
+        kept_epochs=state.kept_epochs if state.kept_epochs else None,
         metric=state.metric,
         gpu_model=state.hardware.gpu_model,
         gpu_count=max(state.hardware.gpu_count, 1),

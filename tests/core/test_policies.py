@@ -301,8 +301,11 @@ def test_state_survives_json_and_stays_bounded(name: str, seed: int, sizes: list
     assert largest < 2_000 + 1_500 * len(ordered)
 
 
-def profiled(bs: int, cost: float, epochs: int, kept: int, windows: dict[int, float]) -> Outcome:
-    """A run that profiled: its windows' cost per step, and its last epoch at the kept limit."""
+def profiled(
+    bs: int, cost: float, epochs: int, kept: int, windows: dict[int, float], whole: int = 1
+) -> Outcome:
+    """A run that profiled: its windows' cost per step, and the mean of its `whole` epochs
+    at the kept limit."""
     profile = tuple((limit, c, 40, 200.0) for limit, c in windows.items())
     return Outcome(
         bs,
@@ -312,14 +315,15 @@ def profiled(bs: int, cost: float, epochs: int, kept: int, windows: dict[int, fl
         kept_limit_w=kept,
         epochs=epochs,
         epoch_cost=cost / epochs,
+        kept_epochs=whole,
         profile=profile,
     )
 
 
 def test_kwatt_places_each_limit_by_its_window_then_measures_it_by_runs() -> None:
-    """docs/benchmark.md: a window places a limit relative to the kept one, whose epoch the
-    run measured (spread: two windows' and one epoch's); a later run at a limit measures its
-    mean epoch cost, with an epoch's spread over the square root of its epochs."""
+    """docs/benchmark.md: a window places a limit relative to the kept one, whose epochs the
+    run measured (spread: two windows' and the kept epochs' mean's); a later run at a limit
+    measures its mean epoch cost, with an epoch's spread over the square root of its epochs."""
     policy = KwattPolicy()
     s = policy.settings
     state = policy.init(SearchSpace((32,), 32, 250), 0)
@@ -342,6 +346,14 @@ def test_kwatt_places_each_limit_by_its_window_then_measures_it_by_runs() -> Non
         choice, state = policy.choose(state)
         picks.append(choice.power_limit_w)
     assert picks == [250] * 40
+    # Nine epochs at the kept limit measure it three times as exactly as one.
+    state = policy.init(SearchSpace((32,), 32, 250), 0)
+    state = policy.observe(state, profiled(32, 100.0, 10, 250, {250: 1.0, 200: 0.9}, whole=9))
+    limits = state["info"]["32"]["limits"]
+    assert limits["250"] == pytest.approx([math.log(10.0), s.epoch_sd**2 / 9, 1])
+    assert limits["200"] == pytest.approx(
+        [math.log(9.0), 2 * s.window_sd**2 + s.epoch_sd**2 / 9, 0]
+    )
 
 
 def test_kwatt_tries_a_limit_its_window_puts_ahead() -> None:

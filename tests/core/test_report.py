@@ -32,6 +32,9 @@ def sample(**kw: object) -> Report:
 def test_round_trip() -> None:
     report = sample()
     assert decode(encode(report)) == report
+    counted = sample(kept_epochs=11)
+    assert decode(encode(counted)) == counted
+    assert "kept_epochs" not in json.loads(encode(report))  # absent unless known
 
 
 def test_outcome_for_the_policy() -> None:
@@ -70,6 +73,9 @@ def test_huge_profile_and_note_still_fit() -> None:
         ({"time_s": True}, "time_s"),
         ({"cost": None}, "cost"),
         ({"epoch_cost": -1.0}, "epoch_cost"),
+        ({"kept_epochs": 0}, "kept_epochs"),
+        ({"kept_epochs": 2.5}, "kept_epochs"),
+        ({"kept_epochs": 3, "epoch_cost": None}, "kept_epochs"),
         ({"metric": "high"}, "metric"),
         ({"gpu_count": 0}, "gpu_count"),
     ],
@@ -171,6 +177,8 @@ def test_the_outcome_carries_what_the_run_measured() -> None:
     assert (outcome.batch_size, outcome.cost, outcome.reached) == (128, 1.2e6, False)
     assert (outcome.energy_j, outcome.time_s, outcome.epochs) == (1.5e6, 3600.0, 12)
     assert outcome.epoch_cost == 1e5 and outcome.started and not outcome.stopped_early
+    # An older sidecar's epoch cost was one epoch's; a newer one says how many it averages.
+    assert outcome.kept_epochs == 1 and sample(kept_epochs=11).outcome().kept_epochs == 11
     # No epoch ran (the threshold kept it from starting): not started, unless it reached.
     assert not sample(result="stopped", epochs=0).outcome().started
     assert sample(result="reached", epochs=0).outcome().started

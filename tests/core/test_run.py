@@ -51,8 +51,25 @@ def test_profiles_then_keeps_a_limit_and_reports() -> None:
     report = run.report(settings, state, now, energy)
     assert report.result == "exhausted" and report.profile_complete
     assert report.limit_w == state.prof.chosen_w
-    assert report.epoch_cost is not None  # the last epochs ran wholly at the kept limit
+    # Profiling took the first epoch; the other two ran wholly at the kept limit.
+    assert report.epoch_cost is not None and report.kept_epochs == 2
     assert decode(encode(report)) == decode(encode(report))
+
+
+def test_the_epoch_cost_is_the_mean_of_the_epochs_at_the_kept_limit() -> None:
+    """A fixed limit runs every epoch at the kept limit. Cost = 0.5 x energy + 0.5 x 250 W
+    x time: epochs of (2000 J, 10 s), (2400 J, 12 s), (1600 J, 8 s) cost 2250, 2700 and
+    1800, a mean of 2250 over 3 epochs (the last one alone would say 1800)."""
+    settings = run.RunSettings(batch_size=8, mode="fixed", fixed_limit_w=200)
+    state = run.begin(settings, V100, 0.0, 0.0).state
+    now = energy = 0.0
+    for joules, seconds in ((2000.0, 10.0), (2400.0, 12.0), (1600.0, 8.0)):
+        now, energy = now + seconds, energy + joules
+        state = run.epoch_end(settings, state, now, energy, None).state
+    report = run.report(settings, run.end(state), now, energy)
+    assert report.epoch_cost == pytest.approx(2250.0) and report.kept_epochs == 3
+    assert report.outcome().kept_epochs == 3
+    assert decode(encode(report)).kept_epochs == 3
 
 
 def test_cached_limit_skips_profiling() -> None:

@@ -162,11 +162,12 @@ def test_the_profiler_sees_noisy_windows_and_the_run_pays_the_truth(tiny_trace: 
     assert w250[3] == pytest.approx(160.0) and w200[3] == pytest.approx(100.0)  # watts
 
 
-def test_the_policy_learns_the_cost_of_the_last_whole_epoch_at_the_kept_limit(
+def test_the_policy_learns_the_mean_cost_of_the_whole_epochs_at_the_kept_limit(
     tiny_trace: Path,
 ) -> None:
     """As the sidecar reports it: each epoch has its pace, and the epoch cost the policy
-    gets is the last one run wholly at the kept limit; none if profiling took every epoch."""
+    gets is the mean of the epochs run wholly at the kept limit, with how many they were;
+    none if profiling took every epoch."""
     trace = tiny(tiny_trace)
     noise = Noise(epoch_time_sd=0.1, window_time_sd=0.0, window_power_sd=0.0)
     luck = RunLuck(epoch=(1.0, -1.0, 0.5) + (0.0,) * 97, window=())
@@ -175,12 +176,21 @@ def test_the_policy_learns_the_cost_of_the_last_whole_epoch_at_the_kept_limit(
     )
     paces = [math.exp(0.1 * z - 0.005) for z in (1.0, -1.0, 0.5)]
     assert fixed.time_s == pytest.approx(2.0 * sum(paces))
-    assert fixed.epoch_cost == pytest.approx(350.0 * paces[2])
-    # 128 (391 steps an epoch) profiles within its first epoch and reaches the target there.
+    assert fixed.epoch_cost == pytest.approx(350.0 * sum(paces) / 3)
+    assert fixed.kept_epochs == 3
+    # 128 (391 steps an epoch) profiles within its first epoch: the next two are whole.
     profiled = run_once(
+        trace, MODEL, Choice(128, None, None, "explore"), 3.0, SimConfig(noise=noise), luck=luck
+    )
+    point = trace.power[(128, profiled.power_limit_w)]
+    per_epoch = MODEL.cost(point.energy_per_epoch_j, point.time_per_epoch_s)
+    assert profiled.kept_epochs == 2
+    assert profiled.epoch_cost == pytest.approx(per_epoch * (paces[1] + paces[2]) / 2)
+    once = run_once(
         trace, MODEL, Choice(128, None, None, "explore"), 1.0, SimConfig(noise=noise), luck=luck
     )
-    assert profiled.reached and profiled.epochs == 1 and profiled.epoch_cost is None
+    assert once.reached and once.epochs == 1 and once.epoch_cost is None
+    assert once.kept_epochs == 0
 
 
 def test_the_peer_gets_the_noise_of_its_40_step_windows() -> None:

@@ -83,8 +83,9 @@ class Outcome:
     when the run did not profile or did not finish profiling). `started` is False
     when the early-stop threshold did not allow even one epoch. `epochs` is how
     many epochs ran, `epoch_cost` the cost of one epoch at the limit the run
-    kept (measured after profiling), and `stopped_early` tells a stop for cost
-    from a run that used up its epoch budget without reaching the target.
+    kept (the mean of the `kept_epochs` epochs run wholly at it, after profiling),
+    and `stopped_early` tells a stop for cost from a run that used up its epoch
+    budget without reaching the target.
     `kept_limit_w` is the limit the run ran at once any profiling was over (None if
     unknown), and `profile` its profiling windows (`Window`), costed with the run's own
     cost model.
@@ -99,6 +100,7 @@ class Outcome:
     started: bool = True
     epochs: int = 0
     epoch_cost: float | None = None
+    kept_epochs: int = 1
     stopped_early: bool = False
     kept_limit_w: int | None = None
     profile: tuple[Window, ...] = ()

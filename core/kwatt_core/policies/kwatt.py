@@ -13,7 +13,7 @@ kwatt learns the two factors apart:
   about `epoch_sd`, a run of n epochs at one limit by `epoch_sd` / sqrt(n) (the spreads
   of real windows and epochs, docs/benchmark.md). Per batch size and limit kwatt keeps a
   Gaussian belief of the log epoch cost: the profile's windows place every limit
-  relative to the kept one, whose epoch the run measured, and each later run at a limit
+  relative to the kept one, whose epochs the run measured, and each later run at a limit
   measures it again, far better than a window can. The limit of a run is drawn by
   Thompson sampling on those beliefs, so a limit that one noisy window put ahead or
   behind gets tried while it may still be the best, and no more once it cannot.
@@ -286,7 +286,7 @@ class KwattPolicy:
             level = outcome.cost / outcome.epochs
             return _update(limits, kept, math.log(level), s.epoch_sd**2 / outcome.epochs)
         if outcome.epoch_cost is not None and outcome.epoch_cost > 0:
-            level, variance = outcome.epoch_cost, s.epoch_sd**2
+            level, variance = outcome.epoch_cost, s.epoch_sd**2 / max(outcome.kept_epochs, 1)
         else:
             # No epoch ran wholly at the kept limit: the run's mean, profiling included.
             level, variance = outcome.cost / outcome.epochs, (2.0 * s.window_sd) ** 2

@@ -126,7 +126,8 @@ class RunResult:
     started: bool
     profiled_limit_w: int | None
     profiling_steps: int
-    epoch_cost: float | None = None
+    epoch_cost: float | None = None  # the mean of the epochs run wholly at the kept limit
+    kept_epochs: int = 0  # how many those were
     stopped_early: bool = False
     windows: tuple[Window, ...] = ()  # as measured, noise included
 
@@ -219,6 +220,7 @@ def simulate_job(
                     started=result.started,
                     epochs=result.epochs,
                     epoch_cost=result.epoch_cost,
+                    kept_epochs=result.kept_epochs,
                     stopped_early=result.stopped_early,
                     kept_limit_w=result.power_limit_w if result.started else None,
                     profile=result.windows,
@@ -307,7 +309,7 @@ def _run_stepwise(
         assert limit is not None
     meter = Meter()
     last_epoch_cost: float | None = None
-    kept_epoch_cost: float | None = None
+    kept_total, kept_epochs = 0.0, 0
     epochs = 0
     reached = stopped = False
     while epochs < trace.spec.max_epochs:
@@ -334,7 +336,7 @@ def _run_stepwise(
         epochs += 1
         last_epoch_cost = model.cost(meter.energy, meter.time) - before
         if whole:
-            kept_epoch_cost = last_epoch_cost
+            kept_total, kept_epochs = kept_total + last_epoch_cost, kept_epochs + 1
         if target is not None and epochs >= target:
             reached = True
             break
@@ -349,7 +351,8 @@ def _run_stepwise(
         started=True,
         profiled_limit_w=prof.chosen_w if prof is not None and prof.phase == "done" else None,
         profiling_steps=prof.profiling_steps if prof is not None else 0,
-        epoch_cost=kept_epoch_cost,
+        epoch_cost=kept_total / kept_epochs if kept_epochs else None,
+        kept_epochs=kept_epochs,
         stopped_early=stopped,
         windows=profile_windows(prof),
     )
@@ -441,7 +444,7 @@ def _run_upstream(
     if max_epochs <= 0:
         # Upstream profiles before it decides that the run cannot start, and keeps the limit.
         chosen = limit if profiled else None
-        return RunResult(bs, limit, 0.0, 0.0, 0.0, False, 0, False, chosen, 0, None, True)
+        return RunResult(bs, limit, 0.0, 0.0, 0.0, False, 0, False, chosen, 0, stopped_early=True)
     target = trace.epochs_to_target(bs, path)
     reached = target is not None and target <= max_epochs
     epochs = target if reached and target is not None else max_epochs
@@ -455,9 +458,11 @@ def _run_upstream(
     paces = [luck.epoch_factor(noise, e) if luck is not None else 1.0 for e in range(epochs)]
     energy = first.energy_per_epoch_j * paces[0] + point.energy_per_epoch_j * sum(paces[1:])
     time = first.time_per_epoch_s * paces[0] + point.time_per_epoch_s * sum(paces[1:])
+    whole = paces[1:] if profiled else paces  # the epochs run wholly at the kept limit
     kept = None
-    if epochs >= 2 or not profiled:
-        kept = model.cost(point.energy_per_epoch_j * paces[-1], point.time_per_epoch_s * paces[-1])
+    if whole:
+        pace = sum(whole) / len(whole)
+        kept = model.cost(point.energy_per_epoch_j * pace, point.time_per_epoch_s * pace)
     return RunResult(
         batch_size=bs,
         power_limit_w=limit,
@@ -470,6 +475,7 @@ def _run_upstream(
         profiled_limit_w=limit if profiled else None,
         profiling_steps=trace.spec.iterations_per_epoch(bs) if profiled else 0,
         epoch_cost=kept,
+        kept_epochs=len(whole),
         stopped_early=capped and not reached,
         windows=windows,
     )
