@@ -406,3 +406,26 @@ def test_kwatt_decides_alike_whatever_the_order_of_its_states_keys() -> None:
         )
         plain = policy.observe(plain, outcome)
         sorted_keys = json.loads(json.dumps(policy.observe(sorted_keys, outcome), sort_keys=True))
+
+
+def test_kwatt_bounds_a_limit_between_two_measured_ones_by_the_dearer() -> None:
+    """docs/benchmark.md: cost against the limit has one minimum, so a limit that only a
+    window measured, between two limits that runs measured, costs at most the dearer of
+    them. Here the windows put 200 and 225 W 12% above 175 and 250 W, and runs then measure
+    175 and 250 W alike: 200 and 225 W are held at that level and get tried (without the
+    bound a 12% misreading, three of its sampling spreads, would almost never be); 150 W,
+    below every measured limit, keeps its window's 12% and is not tried."""
+    policy = KwattPolicy()
+    state = policy.init(SearchSpace((32,), 32, 250), 0)
+    windows = {250: 1.0, 225: 1.12, 200: 1.12, 175: 1.0, 150: 1.12}
+    state = policy.observe(state, profiled(32, 100.0, 10, 250, windows, whole=9))
+    at_175 = Outcome(32, 100.0, True, kept_limit_w=175, epochs=10, epoch_cost=10.0, kept_epochs=10)
+    state = policy.observe(state, at_175)
+    limits = state["info"]["32"]["limits"]
+    assert limits["200"][0] == pytest.approx(math.log(11.2))  # the belief itself is kept
+    picks = []
+    for _ in range(40):
+        choice, state = policy.choose(state)
+        picks.append(choice.power_limit_w)
+    assert sum(p in (200, 225) for p in picks) >= 8
+    assert 150 not in picks

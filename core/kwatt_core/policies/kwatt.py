@@ -441,7 +441,26 @@ class KwattPolicy:
 def _known_limits(state: State, bs: int) -> dict[str, list[float]]:
     """The beliefs of `bs`'s limits that a run can be set to (not the unknown one)."""
     arm = state["info"].get(str(bs))
-    return {p: v for p, v in (arm["limits"] if arm else {}).items() if int(p) > 0}
+    return _bounded({p: v for p, v in (arm["limits"] if arm else {}).items() if int(p) > 0})
+
+
+def _bounded(limits: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The limit beliefs with each limit that only a window measured, between two that runs
+    measured, held at or below the dearer of the two.
+
+    An epoch's cost against the power limit falls, then rises (one minimum, what the
+    profiler's descent assumes), so a limit between two costs at most what the dearer of
+    them does. A window strays by several times a run's spread; without this, one window
+    misread high keeps a limit between two good ones from ever being tried (a tie that
+    could have gone to the lower limit, and its energy, goes to the higher one)."""
+    measured = sorted((int(p), v[0]) for p, v in limits.items() if v[2] and int(p) > 0)
+    bounded = dict(limits)
+    for p, (mean, var, runs) in limits.items():
+        below = [m for q, m in measured if q < int(p)]
+        above = [m for q, m in measured if q > int(p)]
+        if not runs and below and above:
+            bounded[p] = [min(mean, max(below[-1], above[0])), var, runs]
+    return bounded
 
 
 def _update(
@@ -467,7 +486,7 @@ def _epoch_cost(arm: dict[str, Any]) -> tuple[float, float] | None:
     The least of several noisy windows flatters an arm; one standard deviation keeps a
     limit that its window shows clearly cheaper, and drops one within the noise."""
     best: tuple[float, float] | None = None
-    for mean, var, runs in arm["limits"].values():
+    for mean, var, runs in _bounded(arm["limits"]).values():
         sd = math.sqrt(var)
         level = mean if runs else mean + WINDOW_ONLY_SDS * sd
         if best is None or level < best[0]:
