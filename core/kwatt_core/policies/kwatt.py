@@ -14,7 +14,8 @@ kwatt learns the two factors apart:
   of real windows and epochs, docs/benchmark.md). Per batch size and limit kwatt keeps a
   Gaussian belief of the log epoch cost: the profile's windows place every limit
   relative to the kept one, whose epochs the run measured, and each later run at a limit
-  measures it again, far better than a window can. The limit of a run is drawn by
+  measures it again, far better than a window can; a limit between two that runs measured
+  costs at most the dearer of them (`_bounded`). The limit of a run is drawn by
   Thompson sampling on those beliefs, so a limit that one noisy window put ahead or
   behind gets tried while it may still be the best, and no more once it cannot.
 - Cost against batch size is close to unimodal, so instead of two full pruning sweeps
