@@ -35,6 +35,7 @@ def test_round_trip() -> None:
     counted = sample(kept_epochs=11)
     assert decode(encode(counted)) == counted
     assert "kept_epochs" not in json.loads(encode(report))  # absent unless known
+    assert decode(encode(sample(limit_w=1))).limit_w == 1  # any whole watt from 1 up
 
 
 def test_outcome_for_the_policy() -> None:

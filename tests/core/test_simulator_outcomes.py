@@ -51,6 +51,7 @@ def test_the_policy_learns_what_each_run_measured(tiny_trace: Path, charge: str)
             run.epochs,
         )
         assert outcome.epoch_cost == run.epoch_cost and outcome.epoch_cost is not None
+        assert outcome.kept_epochs == run.kept_epochs
         assert (outcome.started, outcome.stopped_early) == (run.started, run.stopped_early)
         assert outcome.power_limit_w == run.profiled_limit_w
         assert outcome.kept_limit_w == run.power_limit_w
@@ -71,7 +72,10 @@ def test_an_upstream_run_reports_one_epoch_at_its_limit(tiny_trace: Path) -> Non
     config = SimConfig(charge="upstream", noise=NO_NOISE)
     result = run_once(tiny(tiny_trace), MODEL, Choice(128, 200, None, "exploit"), 30.0, config)
     assert result.reached and result.epochs == 30
-    assert result.epoch_cost == pytest.approx(200.0)
+    assert result.epoch_cost == pytest.approx(200.0) and result.kept_epochs == 30
+    # A run that profiles spends its first epoch doing so: 29 are left at the kept limit.
+    profiled = run_once(tiny(tiny_trace), MODEL, Choice(128, None, None, "explore"), 30.0, config)
+    assert profiled.reached and profiled.kept_epochs == 29
 
 
 def test_a_windows_energy_is_its_time_times_its_power() -> None:
