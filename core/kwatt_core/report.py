@@ -165,7 +165,7 @@ def _dump(report: Report) -> str:
     ]
     for key in (*CARBON_FIELDS, "start_limit_w", "kept_epochs"):
         if data[key] is None:
-            del data[key]  # absent unless carbon-aware: reports stay as short as before
+            del data[key]  # absent when unknown: reports stay as short as before
     for key in ("energy_j", "time_s", "cost", "epoch_cost", "metric", *CARBON_FIELDS):
         if isinstance(data.get(key), float):
             data[key] = round(data[key], 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -429,3 +430,28 @@ def test_kwatt_bounds_a_limit_between_two_measured_ones_by_the_dearer() -> None:
         picks.append(choice.power_limit_w)
     assert sum(p in (200, 225) for p in picks) >= 8
     assert 150 not in picks
+    # The bound is the dearer of the nearest measured limit on each side: with 175 W measured
+    # 20% dear (and 150 W, further below, as cheap as 250 W), 200 and 225 W keep their 12%.
+    state = policy.init(SearchSpace((32,), 32, 250), 0)
+    windows = {250: 1.0, 225: 1.12, 200: 1.12, 175: 1.2, 150: 1.0}
+    state = policy.observe(state, profiled(32, 100.0, 10, 250, windows, whole=9))
+    for limit, cost in ((175, 120.0), (150, 100.0)):
+        run = Outcome(32, cost, True, kept_limit_w=limit, epochs=10, epoch_cost=cost / 10)
+        state = policy.observe(state, replace(run, kept_epochs=10))
+    picks = []
+    for _ in range(40):
+        choice, state = policy.choose(state)
+        picks.append(choice.power_limit_w)
+    assert sum(p in (200, 225) for p in picks) <= 2 and set(picks) <= {150, 200, 225, 250}
+    # And above: with 225 W measured 20% dear (250 W, further up, cheap), 175 and 200 W too.
+    state = policy.init(SearchSpace((32,), 32, 250), 0)
+    windows = {250: 1.0, 225: 1.2, 200: 1.12, 175: 1.12, 150: 1.0}
+    state = policy.observe(state, profiled(32, 102.0, 10, 250, windows, whole=9))
+    for limit, cost in ((225, 120.0), (150, 100.0)):
+        run = Outcome(32, cost, True, kept_limit_w=limit, epochs=10, epoch_cost=cost / 10)
+        state = policy.observe(state, replace(run, kept_epochs=10))
+    picks = []
+    for _ in range(40):
+        choice, state = policy.choose(state)
+        picks.append(choice.power_limit_w)
+    assert sum(p in (175, 200) for p in picks) <= 2 and set(picks) <= {150, 175, 200, 250}

@@ -487,7 +487,7 @@ def _epoch_cost(arm: dict[str, Any]) -> tuple[float, float] | None:
     The least of several noisy windows flatters an arm; one standard deviation keeps a
     limit that its window shows clearly cheaper, and drops one within the noise."""
     best: tuple[float, float] | None = None
-    for mean, var, runs in _bounded(arm["limits"]).values():
+    for mean, var, runs in arm["limits"].values():
         sd = math.sqrt(var)
         level = mean if runs else mean + WINDOW_ONLY_SDS * sd
         if best is None or level < best[0]:
