@@ -469,19 +469,16 @@ class GridFollower(CarbonFollower):
         self.limit_w: int | None = None  # the limit in force
         self.weight: float | None = None
         self._mark: tuple[float, float] | None = None  # clock and energy last accounted
-        self._clock0: float | None = None
         self._ready = False  # the curve is known (or known to be missing)
 
     def beat(self, state: run.RunState, clock_s: float, energy_j: float) -> int | None:
         self.settle(state, clock_s, energy_j)
         if state.stage != "running":
             return None
-        if self._clock0 is None:
-            self._clock0 = state.start_s  # a replayed series starts with the run
         if not self._ready and (state.prof is None or state.prof.phase == "done"):
             self._learn_curve(state)
         if carbon.due(self.state, clock_s):
-            self.start_fetch(clock_s - self._clock0)
+            self.start_fetch(clock_s - state.start_s)  # a replayed series starts with the run
         fetched = self.take()
         if fetched is None:
             return None
@@ -553,9 +550,7 @@ class GridFollower(CarbonFollower):
         self.settle(state, clock_s, energy_j)
         if self.state.ledger.priced:
             return
-        if self._clock0 is None:
-            self._clock0 = state.start_s
-        self.start_fetch(clock_s - self._clock0)
+        self.start_fetch(clock_s - state.start_s)
         self.wait(wait_s)
         fetched = self.take()
         if fetched is not None:  # no limit is set any more: the reading only prices the run
