@@ -38,8 +38,10 @@ helm: venv
 prometheus: venv
 	$(BIN)/python -m kwatt_sandbox.controlplane.tools prometheus
 
+# Two workers (pytest-xdist): the tests that need a cluster run one after another on one of
+# them, with one sandbox, and the tests that need none beside them (tests/conftest.py).
 unit: venv controlplane helm prometheus
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test: lint typecheck unit
 

@@ -57,3 +57,20 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# With pytest-xdist (`make test` runs two workers), every test that needs the session's
+# cluster, or starts clusters of its own (the sandbox's and the demo's tests), goes to one
+# worker: one sandbox per run, as without workers, and no two tests' clusters, operators or
+# demos side by side. The rest (the pure core, the client, the sidecar's processes, the
+# images' builds, the chart's offline checks, the operator's pure tests) share the other
+# worker and whatever time is left.
+OWN_CLUSTERS = ("demo", "sandbox")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        folder = Path(str(item.path)).relative_to(root).parts[0]
+        if folder in OWN_CLUSTERS or "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
