@@ -409,6 +409,26 @@ def test_kwatt_decides_alike_whatever_the_order_of_its_states_keys() -> None:
         sorted_keys = json.loads(json.dumps(policy.observe(sorted_keys, outcome), sort_keys=True))
 
 
+def limit_draws(
+    windows: dict[int, float], runs: dict[int, float], kept_cost: float = 10.0
+) -> tuple[dict[str, list[float]], list[int | None]]:
+    """The limit beliefs of a size whose profile (kept at 250 W, `kept_cost` an epoch) saw
+    `windows`, after runs of 10 epochs at `runs` (limit -> epoch cost); and the limits of
+    the 40 runs kwatt then asks for."""
+    policy = KwattPolicy()
+    state = policy.init(SearchSpace((32,), 32, 250), 0)
+    state = policy.observe(state, profiled(32, 10 * kept_cost, 10, 250, windows, whole=9))
+    for limit, cost in runs.items():
+        run = Outcome(32, 10 * cost, True, kept_limit_w=limit, epochs=10, epoch_cost=cost)
+        state = policy.observe(state, replace(run, kept_epochs=10))
+    limits = state["info"]["32"]["limits"]
+    picks = []
+    for _ in range(40):
+        choice, state = policy.choose(state)
+        picks.append(choice.power_limit_w)
+    return limits, picks
+
+
 def test_kwatt_bounds_a_limit_between_two_measured_ones_by_the_dearer() -> None:
     """docs/benchmark.md: cost against the limit has one minimum, so a limit that only a
     window measured, between two limits that runs measured, costs at most the dearer of
@@ -416,42 +436,17 @@ def test_kwatt_bounds_a_limit_between_two_measured_ones_by_the_dearer() -> None:
     175 and 250 W alike: 200 and 225 W are held at that level and get tried (without the
     bound a 12% misreading, three of its sampling spreads, would almost never be); 150 W,
     below every measured limit, keeps its window's 12% and is not tried."""
-    policy = KwattPolicy()
-    state = policy.init(SearchSpace((32,), 32, 250), 0)
     windows = {250: 1.0, 225: 1.12, 200: 1.12, 175: 1.0, 150: 1.12}
-    state = policy.observe(state, profiled(32, 100.0, 10, 250, windows, whole=9))
-    at_175 = Outcome(32, 100.0, True, kept_limit_w=175, epochs=10, epoch_cost=10.0, kept_epochs=10)
-    state = policy.observe(state, at_175)
-    limits = state["info"]["32"]["limits"]
+    limits, picks = limit_draws(windows, {175: 10.0})
     assert limits["200"][0] == pytest.approx(math.log(11.2))  # the belief itself is kept
-    picks = []
-    for _ in range(40):
-        choice, state = policy.choose(state)
-        picks.append(choice.power_limit_w)
     assert sum(p in (200, 225) for p in picks) >= 8
     assert 150 not in picks
     # The bound is the dearer of the nearest measured limit on each side: with 175 W measured
     # 20% dear (and 150 W, further below, as cheap as 250 W), 200 and 225 W keep their 12%.
-    state = policy.init(SearchSpace((32,), 32, 250), 0)
     windows = {250: 1.0, 225: 1.12, 200: 1.12, 175: 1.2, 150: 1.0}
-    state = policy.observe(state, profiled(32, 100.0, 10, 250, windows, whole=9))
-    for limit, cost in ((175, 120.0), (150, 100.0)):
-        run = Outcome(32, cost, True, kept_limit_w=limit, epochs=10, epoch_cost=cost / 10)
-        state = policy.observe(state, replace(run, kept_epochs=10))
-    picks = []
-    for _ in range(40):
-        choice, state = policy.choose(state)
-        picks.append(choice.power_limit_w)
+    _, picks = limit_draws(windows, {175: 12.0, 150: 10.0})
     assert sum(p in (200, 225) for p in picks) <= 2 and set(picks) <= {150, 200, 225, 250}
     # And above: with 225 W measured 20% dear (250 W, further up, cheap), 175 and 200 W too.
-    state = policy.init(SearchSpace((32,), 32, 250), 0)
     windows = {250: 1.0, 225: 1.2, 200: 1.12, 175: 1.12, 150: 1.0}
-    state = policy.observe(state, profiled(32, 102.0, 10, 250, windows, whole=9))
-    for limit, cost in ((225, 120.0), (150, 100.0)):
-        run = Outcome(32, cost, True, kept_limit_w=limit, epochs=10, epoch_cost=cost / 10)
-        state = policy.observe(state, replace(run, kept_epochs=10))
-    picks = []
-    for _ in range(40):
-        choice, state = policy.choose(state)
-        picks.append(choice.power_limit_w)
+    _, picks = limit_draws(windows, {225: 12.0, 150: 10.0}, kept_cost=10.2)
     assert sum(p in (175, 200) for p in picks) <= 2 and set(picks) <= {150, 175, 200, 250}
