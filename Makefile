@@ -39,7 +39,7 @@ prometheus: venv
 	$(BIN)/python -m kwatt_sandbox.controlplane.tools prometheus
 
 # Two workers (pytest-xdist): the tests that need a cluster run one after another on one of
-# them, with one sandbox, and the tests that need none beside them (tests/conftest.py).
+# them, with one sandbox, and the tests that need none on whichever is free (tests/conftest.py).
 unit: venv controlplane helm prometheus
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 

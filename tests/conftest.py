@@ -63,8 +63,8 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 # cluster, or starts clusters of its own (the sandbox's and the demo's tests), goes to one
 # worker: one sandbox per run, as without workers, and no two tests' clusters, operators or
 # demos side by side. The rest (the pure core, the client, the sidecar's processes, the
-# images' builds, the chart's offline checks, the operator's pure tests) share the other
-# worker and whatever time is left.
+# images' builds, the chart's offline checks, the operator's pure tests) go to whichever
+# worker is free, so they run beside the cluster's tests.
 OWN_CLUSTERS = ("demo", "sandbox")
 
 
