@@ -153,11 +153,7 @@ def parse_uk(body: Any, now_s: float, max_age_s: float = DEFAULT_MAX_AGE_S) -> R
     periods = _data_list(body, what)
     if isinstance(periods[0], dict) and isinstance(periods[0].get("data"), list):
         periods = _data_list(periods[0], what)  # regional: one region's periods
-    dated = []
-    for i, period in enumerate(periods):
-        if not isinstance(period, dict):
-            raise CarbonError(f"{what} answered data[{i}] that is not an object.")
-        dated.append((parse_time(period.get("from"), f"{what}'s data[{i}].from"), period))
+    dated = _dated(periods, what, "from", ".from")
     begun = [d for d in dated if d[0] <= now_s]
     soon = [d for d in dated if now_s < d[0] <= now_s + FUTURE_SLACK_S]
     if begun:
@@ -175,6 +171,19 @@ def parse_uk(body: Any, now_s: float, max_age_s: float = DEFAULT_MAX_AGE_S) -> R
         value = intensity.get("forecast")
     reading = Reading(start, check_value(value, what))
     return check_reading(reading, now_s, max_age_s, what)
+
+
+def _dated(
+    items: list[Any], what: str, field: str, suffix: str = ""
+) -> list[tuple[float, dict[str, Any]]]:
+    """Each item of a provider's `data` list with the time its `field` gives; an item that
+    is not an object, or whose time is not one, is named in the error."""
+    dated = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise CarbonError(f"{what} answered data[{i}] that is not an object.")
+        dated.append((parse_time(item.get(field), f"{what}'s data[{i}]{suffix}"), item))
+    return dated
 
 
 def parse_electricitymaps(body: Any, now_s: float, max_age_s: float = DEFAULT_MAX_AGE_S) -> Reading:
@@ -218,11 +227,7 @@ def parse_watttime(body: Any, now_s: float, max_age_s: float = DEFAULT_MAX_AGE_S
             f"{what} answered values in {_show(units)}, not an intensity "
             f"({', '.join(WATTTIME_UNITS)}); use the forecast or historical endpoint."
         )
-    dated = []
-    for i, point in enumerate(points):
-        if not isinstance(point, dict):
-            raise CarbonError(f"{what} answered data[{i}] that is not an object.")
-        dated.append((parse_time(point.get("point_time"), f"{what}'s data[{i}]"), point))
+    dated = _dated(points, what, "point_time")
     past = [d for d in dated if d[0] <= now_s]
     at, point = max(past, key=lambda d: d[0]) if past else min(dated, key=lambda d: d[0])
     raw = check_value(point.get("value"), what)
