@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
+from client_support import LoopbackServer, read_message
 from sidecar_support import Served, make_node, served
 
 from kwatt_client import Kwatt
@@ -19,27 +18,12 @@ from kwatt_client import Kwatt
 pytestmark = pytest.mark.timeout(60)
 
 
-def read_message(stream: BinaryIO) -> bytes | None:
-    """One HTTP message with a Content-Length body, as bytes; None at EOF."""
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        line = stream.readline()
-        if not line:
-            return None
-        head += line
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head + stream.read(length)
-
-
-class LossyLink:
+class LossyLink(LoopbackServer):
     """A TCP relay between client and sidecar that loses chosen answers: after forwarding a
     call on `lose`'s list it closes the client's connection (the sidecar did the work), or
     answers a 500 itself for a path on `fail`'s list (the sidecar never saw it). Like the
-    sidecar, it closes a client connection idle for `idle_s`."""
+    sidecar, it closes a client connection idle for `idle_s`. `connections` counts the
+    client connections accepted."""
 
     def __init__(self, target: int, idle_s: float = 0.5) -> None:
         self.target = target
@@ -47,21 +31,9 @@ class LossyLink:
         self.lose: list[str] = []
         self.fail: list[str] = []
         self.paths: list[str] = []
-        self.connections = 0  # client connections accepted
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
-
-    def _relay(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.target))
         conn.settimeout(self.idle_s)
         down, up = conn.makefile("rb"), upstream.makefile("rb")

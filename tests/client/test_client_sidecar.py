@@ -10,15 +10,15 @@ import os
 import resource
 import select
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from client_support import LoopbackServer, read_message
 from sidecar_support import Node, Served, make_node, served
-from test_client_retry import LossyLink, read_message
+from test_client_retry import LossyLink
 
 from kwatt_client import Kwatt, visible_gpu_uuids
 
@@ -250,7 +250,7 @@ def test_one_connection_and_an_idle_close_costs_no_retry(
             kw.close()
 
 
-class ClosingSidecar:
+class ClosingSidecar(LoopbackServer):
     """A sidecar stand-in that answers each connection's first request with
     `Connection: close` and then, as HTTP lets a server do, reads nothing more on it; it
     records any request sent there anyway. Its answers are empty objects."""
@@ -260,22 +260,12 @@ class ClosingSidecar:
     ) -> None:
         self.body = body
         self.answers = answers or {}  # per path, instead of `body`: a body, or (status, body)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.paths: list[str] = []
         self.requests: list[bytes] = []
         self.ignored: list[bytes] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             request = read_message(conn.makefile("rb"))
             if request is None:
